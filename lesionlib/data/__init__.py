@@ -1,0 +1,1 @@
+"""Datasets: the manifest, discovery of image records, and validation before training."""
