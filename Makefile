@@ -1,0 +1,27 @@
+# The two commands of README.md call `make book` and `make test`. Everything else is a step of those.
+SHELL := /bin/bash
+LESIONLIB_VENV ?= $(HOME)/.cache/lesionlib/venv
+export LESIONLIB_VENV
+PY := $(LESIONLIB_VENV)/bin/python
+PROFILE ?= quick
+# Number of CPU cores used by the experiment grid.
+CORES ?= 2
+
+.PHONY: setup data book test clean-results
+
+setup:
+	@bash scripts/setup.sh
+
+# Synthetic adult + child cohorts for the chosen profile, then validation of every record.
+data: setup
+	$(PY) -m lesionlib synth --profile $(PROFILE)
+	$(PY) -m lesionlib validate --profile $(PROFILE)
+
+book: data
+	@echo "[book] the book is built by a later step of the project (issue: computational paper)"
+
+test: setup
+	$(PY) -m pytest -q
+
+clean-results:
+	rm -rf results _build

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Create or reuse the project's virtual environment, outside the clone.
+#
+#   LESIONLIB_VENV   where the venv lives (default: ~/.cache/lesionlib/venv)
+#
+# The venv is keyed by a hash of requirements/constraints.txt and pyproject.toml: when both
+# are unchanged, only the (cheap) editable install of this clone is refreshed. Idempotent.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${LESIONLIB_VENV:-$HOME/.cache/lesionlib/venv}"
+py="${PYTHON:-python3}"
+lock_hash="$(cat "$here/requirements/constraints.txt" "$here/pyproject.toml" | sha256sum | cut -c1-16)"
+stamp="$venv/.lesionlib-lock"
+
+if [ ! -x "$venv/bin/python" ]; then
+    echo "[setup] creating venv at $venv"
+    "$py" -m venv "$venv"
+fi
+if [ "$(cat "$stamp" 2>/dev/null)" != "$lock_hash" ]; then
+    echo "[setup] installing pinned dependencies into $venv (lock $lock_hash)"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    # torch and torchvision first: torch 2.13.0+cpu cannot import PyPI's torchvision (needed by
+    # nnunetv2 -> timm); this pair is taken from local disk where available.
+    "$venv/bin/python" -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+    "$venv/bin/python" -m pip install -q -c "$here/requirements/constraints.txt" -e "$here[test]"
+    echo "$lock_hash" > "$stamp"
+else
+    # Point the editable install at this clone (fast, no dependency resolution).
+    "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$here" >/dev/null
+fi
+echo "[setup] venv ready: $venv"
