@@ -1,0 +1,5 @@
+import sys
+
+from lesionlib.cli import main
+
+sys.exit(main())
