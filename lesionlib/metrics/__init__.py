@@ -1,0 +1,52 @@
+"""Segmentation metrics: overlap, surface distances and ATLAS R2.0 lesion-wise detection.
+
+============================  ===========================================================
+:func:`case_metrics`          every metric of one case, sharing crop/surfaces/distances
+:func:`evaluate_files`        predicted vs true NIfTI masks -> one table row per case (CSV)
+:func:`summarise`             mean/SD/median per metric, with the count of undefined cases
+:func:`dice`, ...             single metrics: ``dice, precision, recall, volume_ml,
+                              volume_difference_ml, hausdorff, hausdorff95, assd,
+                              lesion_wise_f1, lesion_count_difference``
+============================  ===========================================================
+
+Conventions: masks are voxel arrays (any non-zero voxel is lesion), ``spacing_mm`` is the
+voxel size per array axis in mm, distances are in mm and volumes in mL. Both masks empty:
+Dice/precision/recall/lesion-wise F1 = 1 and distances = 0. Exactly one empty: those = 0
+and distances NaN (undefined, counted by :func:`summarise`). Hausdorff distance, HD95 and
+ASSD follow MONAI 1.6.1 exactly (:mod:`lesionlib.metrics.surface`); lesion-wise metrics
+follow the ATLAS R2.0 challenge (:mod:`lesionlib.metrics.lesionwise`).
+"""
+
+from lesionlib.metrics.case import DISTANCE_METRICS, METRIC_COLUMNS, case_metrics, resolve_device
+from lesionlib.metrics.evaluate import evaluate_files, load_mask_pair, summarise
+from lesionlib.metrics.lesionwise import LesionCounts, lesion_count_difference, lesion_counts, lesion_wise_f1
+from lesionlib.metrics.overlap import dice, precision, recall, volume_difference_ml, volume_ml
+from lesionlib.metrics.surface import SurfaceDistances, assd, hausdorff, hausdorff95, mask_edges, surface_distances
+from lesionlib.metrics.surface_torch import distance_transform_edt_torch, surface_distances_torch
+
+__all__ = [
+    "METRIC_COLUMNS",
+    "DISTANCE_METRICS",
+    "case_metrics",
+    "resolve_device",
+    "evaluate_files",
+    "load_mask_pair",
+    "summarise",
+    "dice",
+    "precision",
+    "recall",
+    "volume_ml",
+    "volume_difference_ml",
+    "SurfaceDistances",
+    "mask_edges",
+    "surface_distances",
+    "hausdorff",
+    "hausdorff95",
+    "assd",
+    "LesionCounts",
+    "lesion_counts",
+    "lesion_wise_f1",
+    "lesion_count_difference",
+    "distance_transform_edt_torch",
+    "surface_distances_torch",
+]

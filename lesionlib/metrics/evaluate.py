@@ -1,0 +1,171 @@
+"""Evaluate predicted NIfTI masks against ground truth, and summarise metric tables."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from lesionlib.io import DataValidationError, atomic_path, load_nifti, spacing_mm
+from lesionlib.metrics.case import DISTANCE_METRICS, METRIC_COLUMNS, case_metrics
+
+__all__ = ["evaluate_files", "load_mask_pair", "summarise"]
+
+log = logging.getLogger(__name__)
+
+#: Largest difference (mm) between the affines of prediction and ground truth still counted as one grid.
+AFFINE_TOLERANCE_MM = 1e-3
+
+
+def load_mask_pair(pred_path: Path, gt_path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """Load a predicted and a true mask that must lie on the same voxel grid.
+
+    Returns
+    -------
+    pred, gt
+        Boolean arrays ``(X, Y, Z)`` in the files' own voxel order (no reorientation is
+        needed, or done, since both share one grid); any non-zero voxel is lesion.
+    spacing_mm
+        Voxel size per array axis in mm, from the affine.
+
+    Raises
+    ------
+    DataValidationError
+        Unreadable files, NaN voxels, or different shapes/affines (the message names both files).
+        Masks on different grids are never resampled silently.
+    """
+    pred_img, gt_img = load_nifti(pred_path), load_nifti(gt_path)
+    if pred_img.shape != gt_img.shape:
+        raise DataValidationError(
+            pred_path, f"grid differs from ground truth {gt_path}: shape {pred_img.shape} vs {gt_img.shape}"
+        )
+    max_diff = float(np.abs(pred_img.affine - gt_img.affine).max())
+    if max_diff > AFFINE_TOLERANCE_MM:
+        raise DataValidationError(
+            pred_path,
+            f"grid differs from ground truth {gt_path}: affines differ by up to {max_diff:.4g} "
+            f"(prediction {nib.aff2axcodes(pred_img.affine)} {np.round(pred_img.affine, 3).tolist()}, "
+            f"ground truth {nib.aff2axcodes(gt_img.affine)} {np.round(gt_img.affine, 3).tolist()})",
+        )
+    masks = []
+    for path, img in ((pred_path, pred_img), (gt_path, gt_img)):
+        data = np.asanyarray(img.dataobj)
+        if np.issubdtype(data.dtype, np.floating) and np.isnan(data).any():
+            raise DataValidationError(path, "mask contains NaN voxels")
+        masks.append(data != 0)
+    return masks[0], masks[1], spacing_mm(gt_img)
+
+
+def evaluate_files(
+    pairs: Iterable[tuple[str, Path, Path]],
+    out_csv: Path | None = None,
+    *,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Metrics of predicted NIfTI masks against ground truth, one row per case.
+
+    Parameters
+    ----------
+    pairs
+        ``(case_id, pred_path, gt_path)`` triples; the two files must share shape and affine.
+    out_csv
+        If given, the table is also written there as CSV (atomically: temporary file + rename).
+    device
+        Passed to :func:`lesionlib.metrics.case_metrics` (``'auto'`` uses CUDA when present).
+    progress
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``case_id, pred_path, gt_path, spacing_mm`` (``'x*y*z'`` in mm) and the
+        :data:`~lesionlib.metrics.METRIC_COLUMNS`.
+
+    Raises
+    ------
+    DataValidationError
+        A file is unreadable or prediction and ground truth lie on different grids.
+    """
+    pairs = list(pairs)
+    rows = []
+    for case_id, pred_path, gt_path in tqdm(pairs, desc="metrics", unit="case", disable=not progress):
+        pred, gt, spacing = load_mask_pair(Path(pred_path), Path(gt_path))
+        metrics = case_metrics(pred, gt, spacing, device=device)
+        rows.append(
+            {
+                "case_id": case_id,
+                "pred_path": str(pred_path),
+                "gt_path": str(gt_path),
+                "spacing_mm": "*".join(f"{s:.6g}" for s in spacing),
+                **metrics,
+            }
+        )
+        log.debug("%s: dice %.4f, HD %.2f mm", case_id, metrics["dice"], metrics["hausdorff_mm"])
+    columns = ["case_id", "pred_path", "gt_path", "spacing_mm", *METRIC_COLUMNS]
+    table = pd.DataFrame(rows, columns=columns)
+    n_undefined = int(table[list(DISTANCE_METRICS)].isna().any(axis=1).sum()) if len(table) else 0
+    if n_undefined:
+        log.warning("%d of %d cases have undefined surface distances (exactly one mask empty)", n_undefined, len(table))
+    if out_csv is not None:
+        with atomic_path(out_csv) as tmp:
+            table.to_csv(tmp, index=False)
+        log.info("wrote %d rows to %s", len(table), out_csv)
+    return table
+
+
+def summarise(
+    df: pd.DataFrame, metrics: Sequence[str] | None = None, by: str | Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Mean, SD, median and the count of undefined (NaN) values of each metric.
+
+    Undefined values (surface distances when exactly one mask is empty) are left out of
+    mean/SD/median but reported in ``n_undefined`` next to ``n`` (all cases) and
+    ``n_defined``, so that no case disappears from a table unnoticed.
+
+    Parameters
+    ----------
+    df
+        A table with one row per case, e.g. from :func:`evaluate_files` or a run's ``metrics.csv``.
+    metrics
+        Columns to summarise; default: those of :data:`METRIC_COLUMNS` present in ``df``.
+    by
+        Optional grouping column(s) (e.g. ``['method', 'eval_set']``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per metric (per group and metric with ``by``), columns
+        ``n, n_defined, n_undefined, mean, sd, median`` (SD with ``ddof=1``; NaN for fewer than 2 values).
+    """
+    metrics = [m for m in (metrics or METRIC_COLUMNS) if m in df.columns]
+    if not metrics:
+        raise ValueError(f"none of the metric columns found in the table (columns: {list(df.columns)})")
+
+    def one(frame: pd.DataFrame) -> pd.DataFrame:
+        values = frame[metrics].apply(pd.to_numeric, errors="coerce")
+        out = pd.DataFrame(
+            {
+                "n": len(values),
+                "n_defined": values.notna().sum(),
+                "n_undefined": values.isna().sum(),
+                "mean": values.mean(),
+                "sd": values.std(ddof=1),
+                "median": values.median(),
+            }
+        )
+        out.index.name = "metric"
+        return out
+
+    if by is None:
+        return one(df)
+    by = [by] if isinstance(by, str) else list(by)
+    parts = {key: one(group) for key, group in df.groupby(by, sort=True, dropna=False)}
+    result = pd.concat(parts, names=[*by, "metric"])
+    return result
