@@ -1,0 +1,107 @@
+"""``lesionlib validate`` and ``lesionlib discover``.
+
+``lesionlib validate [--profile quick] [--dataset NAME ...] [--root PATH]`` discovers and validates
+datasets (default: the profile's two synthetic cohorts), logs a summary per dataset (records,
+lesion volume range in mL, orientations, voxel sizes) and exits 1 listing every failing file.
+
+``lesionlib discover --dataset NAME [--out records.csv]`` writes the records as CSV (stdout by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from lesionlib import config
+from lesionlib.data.discovery import discover, records_table
+from lesionlib.data.manifest import ManifestError
+from lesionlib.data.validate import CaseReport, raise_for_reports, validation_reports
+from lesionlib.io import DataValidationError, atomic_path
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DATASETS = ("synthetic_adult", "synthetic_child")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default=config.DEFAULT_PROFILE,
+                        help="profile whose synthetic cohorts are meant (default: %(default)s)")
+    parser.add_argument("--root", type=Path, default=None,
+                        help="dataset root, overriding the environment variable and the manifest default")
+    parser.add_argument("--manifest", type=Path, default=None,
+                        help="data manifest (default: $LESIONLIB_MANIFEST or data_manifest.yaml)")
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``validate`` and ``discover`` to the ``lesionlib`` command line."""
+    p = subparsers.add_parser("validate", help="discover and validate datasets before training",
+                              description="Check every image and mask (readable, 3D, finite, binary mask, same grid).")
+    _add_common(p)
+    p.add_argument("--dataset", action="append", dest="datasets", metavar="NAME",
+                   help=f"manifest dataset, repeatable (default: {' '.join(DEFAULT_DATASETS)})")
+    p.add_argument("--jobs", type=int, default=1, help="threads reading files (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_validate)
+
+    p = subparsers.add_parser("discover", help="list a dataset's image records as CSV")
+    _add_common(p)
+    p.add_argument("--dataset", required=True, metavar="NAME", help="manifest dataset")
+    p.add_argument("--out", type=Path, default=None, help="CSV file to write (default: standard output)")
+    p.set_defaults(func=run_discover)
+
+
+def _summary(name: str, reports: list[CaseReport]) -> str:
+    volumes = np.array([r.record.lesion_volume_ml for r in reports if r.record.lesion_volume_ml is not None], float)
+    n_bad = sum(not r.ok for r in reports)
+    parts = [f"{name}: {len(reports)} records, {len(reports) - n_bad} valid"]
+    if volumes.size:
+        parts.append(f"lesion volume {volumes.min():.3g}-{volumes.max():.3g} mL (median {np.median(volumes):.3g})")
+    orientations = Counter(r.orientation for r in reports if r.orientation)
+    if orientations:
+        parts.append("orientation " + ", ".join(f"{k} x{v}" for k, v in sorted(orientations.items())))
+    spacings = Counter(tuple(round(s, 3) for s in r.spacing_mm) for r in reports if r.spacing_mm)
+    if spacings:
+        parts.append("voxels " + ", ".join("x".join(f"{s:g}" for s in k) + f" mm x{v}" for k, v in sorted(spacings.items())))
+    return "; ".join(parts)
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    names = args.datasets or list(DEFAULT_DATASETS)
+    if args.root is not None and len(names) != 1:
+        logger.error("--root needs exactly one --dataset (got %s)", ", ".join(names))
+        return 2
+    progress = not args.no_progress
+    all_reports: list[CaseReport] = []
+    try:
+        for name in names:
+            records = discover(name, profile=args.profile, root=args.root, manifest=args.manifest, progress=progress)
+            reports = validation_reports(records, progress=progress, n_jobs=args.jobs)
+            logger.info("%s", _summary(name, reports))
+            all_reports += reports
+        raise_for_reports(all_reports)
+    except (DataValidationError, ManifestError) as exc:
+        logger.error("validation failed: %s", exc)
+        return 1
+    logger.info("all %d records of %s are valid", len(all_reports), ", ".join(names))
+    return 0
+
+
+def run_discover(args: argparse.Namespace) -> int:
+    try:
+        records = discover(args.dataset, profile=args.profile, root=args.root, manifest=args.manifest)
+    except (DataValidationError, ManifestError) as exc:
+        logger.error("discovery failed: %s", exc)
+        return 1
+    table = records_table(records)
+    if args.out is None:
+        table.to_csv(sys.stdout, index=False)
+    else:
+        with atomic_path(args.out) as tmp:
+            table.to_csv(tmp, index=False)
+        logger.info("%d records of %s written to %s", len(table), args.dataset, args.out)
+    return 0
