@@ -150,7 +150,9 @@ def test_metrics_are_symmetric_where_they_should_be(masks, spacing):
 def test_torch_path_equals_numpy_path(masks, spacing):
     pred, gt = masks
     a = case_metrics(pred, gt, spacing)
-    b = case_metrics(torch.from_numpy(pred), torch.from_numpy(gt), spacing)  # torch path on CPU
+    b = case_metrics(torch.from_numpy(pred), torch.from_numpy(gt), spacing, device="cpu")  # torch path on CPU
+    c = case_metrics(torch.from_numpy(pred), torch.from_numpy(gt), spacing)  # CPU tensors: NumPy path
+    assert c == a or all(np.isnan(a[k]) and np.isnan(c[k]) for k in a if a[k] != c[k])
     for key in METRIC_COLUMNS:
         np.testing.assert_allclose(a[key], b[key], rtol=1e-12, atol=1e-12, err_msg=key)
 
@@ -369,3 +371,18 @@ def test_summarise_counts_undefined_cases_instead_of_dropping_them():
     by = summarise(df, by="method")
     assert by.loc[("a", "hausdorff_mm"), "n_undefined"] == 1
     assert by.loc[("b", "dice"), "mean"] == 1.0
+
+
+@settings(max_examples=50, deadline=None)
+@given(masks=small_masks)
+def test_union_bbox_is_the_tightest_box(masks):
+    from lesionlib.metrics._masks import union_bbox
+
+    pred, gt = masks
+    box = union_bbox(pred, gt)
+    union = pred | gt
+    if not union.any():
+        assert box is None
+        return
+    coords = np.argwhere(union)
+    assert [(s.start, s.stop) for s in box] == list(zip(coords.min(0), coords.max(0) + 1))

@@ -46,13 +46,16 @@ ArrayLike = np.ndarray | torch.Tensor
 def resolve_device(pred: ArrayLike, gt: ArrayLike, device: str | torch.device | None) -> torch.device | None:
     """The torch device of the GPU/torch path, or ``None`` for the NumPy/k-d tree path.
 
-    ``device=None``: the device of ``pred`` if it is a torch tensor, else the NumPy path.
-    ``device='auto'``: CUDA when available, else the NumPy path. Anything else is passed
-    to :class:`torch.device` (``'cuda'``, ``'cuda:1'``, ``'cpu'`` for the torch path on CPU).
+    ``device=None``: the torch path on the tensors' device when ``pred`` or ``gt`` is a
+    CUDA tensor, else the NumPy path (CPU tensors are converted: the k-d tree is faster
+    on CPU). ``device='auto'``: CUDA when available, else the NumPy path. Anything else is
+    passed to :class:`torch.device` and selects the torch path there (``'cuda'``,
+    ``'cuda:1'``; ``'cpu'`` runs the torch path on CPU, which is slow but serves to check
+    that both paths agree).
     """
     if device is None:
         for x in (pred, gt):
-            if isinstance(x, torch.Tensor):
+            if isinstance(x, torch.Tensor) and x.device.type != "cpu":
                 return x.device
         return None
     if device == "auto":
@@ -108,7 +111,7 @@ def case_metrics(
     spacing_mm
         Voxel size in mm along each array axis (anisotropic allowed; a scalar: isotropic).
     device
-        ``None`` (default): NumPy path, or the tensors' device; ``'auto'``: CUDA if available;
+        ``None`` (default): NumPy path, or the GPU path for CUDA tensors; ``'auto'``: CUDA if available;
         or a torch device for the torch path (see :func:`resolve_device`). All paths give the
         same numbers (distances agree to float64 rounding).
 
@@ -132,7 +135,7 @@ def case_metrics(
     torch_device = resolve_device(pred, gt, device)
     if torch_device is not None:
         return _case_metrics_torch(pred, gt, spacing_mm, torch_device)
-    p, g = as_bool_mask(pred, "pred"), as_bool_mask(gt, "gt")
+    p, g = as_bool_mask(_to_numpy(pred), "pred"), as_bool_mask(_to_numpy(gt), "gt")
     check_pair(p, g)
     spacing = check_spacing(spacing_mm, p.ndim)
     box = union_bbox(p, g)
@@ -142,6 +145,10 @@ def case_metrics(
     n_pred, n_gt, n_both = int(np.count_nonzero(p)), int(np.count_nonzero(g)), int(np.count_nonzero(p & g))
     dist = surface_distances_cropped(p, g, spacing)
     return _assemble(n_pred, n_gt, n_both, spacing, dist, lesion_counts_cropped(p, g))
+
+
+def _to_numpy(x: ArrayLike) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def _as_bool_tensor(x: ArrayLike, device: torch.device, name: str) -> torch.Tensor:
