@@ -1,0 +1,244 @@
+"""Gather every run's ``metrics.csv`` and ``params.yaml`` into one tidy DataFrame.
+
+Layout read (written by the Snakemake grid through :mod:`lesionlib.notebook_runner`)::
+
+    <results_root>/<profile>/<run_id>/metrics.csv   one row per evaluated case
+    <results_root>/<profile>/<run_id>/params.yaml   the run's parameters
+
+Folders whose name starts with ``.`` (runs in progress) or ``_`` (reports, failed attempts)
+are not runs and are skipped. Undefined distances (NaN Hausdorff when a mask is empty) are
+kept as NaN: they are counted by the tables, never dropped here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+import yaml
+
+from lesionlib.io import DataValidationError
+
+__all__ = [
+    "CONTRACT_COLUMNS",
+    "METRIC_COLUMNS",
+    "EVAL_SETS",
+    "METHODS",
+    "TRAIN_SETS",
+    "RunStatus",
+    "collect_runs",
+    "read_metrics_csv",
+    "run_status",
+    "validate_metrics_frame",
+]
+
+log = logging.getLogger(__name__)
+
+CONTRACT_COLUMNS: tuple[str, ...] = (
+    "case_id", "subject", "session", "eval_set", "method", "train_set", "fine_tuned", "seed",
+    "profile", "data_source", "lesion_volume_ml",
+)
+"""Identifying columns every ``metrics.csv`` must have (the inter-module contract)."""
+
+METRIC_COLUMNS: tuple[str, ...] = (
+    "dice", "hausdorff_mm", "hausdorff95_mm", "assd_mm", "volume_difference_ml",
+    "abs_volume_difference_ml", "lesion_wise_f1", "lesion_count_difference", "precision", "recall",
+    "pred_volume_ml", "gt_volume_ml",
+)
+"""Columns of :func:`lesionlib.metrics.case_metrics` that every ``metrics.csv`` carries."""
+
+EVAL_SETS = ("adult_val", "child_test")
+METHODS = ("unet", "resunet", "nnunet", "lesiongnb")
+TRAIN_SETS = ("adult_full", "adult_subset", "child5", "")
+DATA_SOURCES = ("synthetic", "real")
+
+_STRING_COLUMNS = ("case_id", "subject", "session", "eval_set", "method", "train_set", "profile",
+                   "data_source")
+
+
+def _parse_bool(value: object, path: Path, column: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"true", "1", "yes"}:
+        return True
+    if text in {"false", "0", "no"}:
+        return False
+    raise DataValidationError(path, f"column {column!r}: {value!r} is not a boolean")
+
+
+def validate_metrics_frame(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Check a metrics table against the contract and normalise its dtypes.
+
+    Parameters
+    ----------
+    df
+        Rows as read from ``path`` (string columns read as ``str``).
+    path
+        The file, named in every error.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Same rows; ``fine_tuned`` as bool, ``seed`` as int, metric columns as float,
+        ``train_set`` '' where empty.
+
+    Raises
+    ------
+    DataValidationError
+        Missing columns, unknown ``method``/``eval_set``/``train_set``/``data_source`` values,
+        non-numeric metrics, duplicate ``(case_id, eval_set)`` rows.
+    """
+    missing = [c for c in (*CONTRACT_COLUMNS, *METRIC_COLUMNS) if c not in df.columns]
+    if missing:
+        raise DataValidationError(path, f"missing columns {missing} (contract of metrics.csv)")
+    df = df.copy()
+    for col in _STRING_COLUMNS:
+        df[col] = df[col].fillna("").astype(str)
+    for col, allowed in (("method", METHODS), ("eval_set", EVAL_SETS), ("train_set", TRAIN_SETS),
+                         ("data_source", DATA_SOURCES)):
+        bad = sorted(set(df[col]) - set(allowed))
+        if bad:
+            raise DataValidationError(path, f"column {col!r} has unknown values {bad}; allowed {list(allowed)}")
+    df["fine_tuned"] = [_parse_bool(v, path, "fine_tuned") for v in df["fine_tuned"]]
+    try:
+        df["seed"] = pd.to_numeric(df["seed"], errors="raise").astype(int)
+    except (ValueError, TypeError) as exc:
+        raise DataValidationError(path, f"column 'seed' is not integer ({exc})") from exc
+    for col in ("lesion_volume_ml", *METRIC_COLUMNS):
+        try:
+            df[col] = pd.to_numeric(df[col], errors="raise").astype(float)
+        except (ValueError, TypeError) as exc:
+            raise DataValidationError(path, f"column {col!r} is not numeric ({exc})") from exc
+    dup = df.duplicated(["case_id", "eval_set"], keep=False)
+    if dup.any():
+        cases = sorted(set(df.loc[dup, "case_id"]))[:5]
+        raise DataValidationError(path, f"duplicate rows for (case_id, eval_set): {cases}")
+    return df
+
+
+def read_metrics_csv(path: Path) -> pd.DataFrame:
+    """Read and validate one ``metrics.csv`` (see :func:`validate_metrics_frame`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataValidationError(path, "metrics file does not exist")
+    try:
+        df = pd.read_csv(path, dtype={c: str for c in _STRING_COLUMNS}, keep_default_na=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataValidationError(path, f"not a readable CSV table ({exc})") from exc
+    return validate_metrics_frame(df, path)
+
+
+def _read_params(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        with open(path) as fh:
+            params = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as exc:
+        raise DataValidationError(path, f"not valid YAML ({exc})") from exc
+    if not isinstance(params, dict):
+        raise DataValidationError(path, "expected a mapping of parameters")
+    return params
+
+
+def _run_dirs(profile_dir: Path) -> list[Path]:
+    if not profile_dir.is_dir():
+        return []
+    return sorted(p for p in profile_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+
+
+def collect_runs(results_root: Path, profile: str) -> pd.DataFrame:
+    """All evaluated cases of all runs of a profile, tidy (one row per run x case x eval set).
+
+    Parameters
+    ----------
+    results_root
+        Folder holding ``<profile>/<run_id>/metrics.csv``.
+    profile
+        Profile name (``'quick'``, ``'gpu'``, ``'paper'``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The contract columns, the metric columns, any extra columns of the files (e.g.
+        ``pred_path``), plus ``run_id`` (folder name), ``run_dir`` (absolute path) and, for each
+        scalar entry ``k`` of ``params.yaml`` not already a column, ``param_<k>``. Empty (with the
+        contract columns) when no run has finished. Relative ``*_path`` values are resolved
+        against the run folder.
+
+    Raises
+    ------
+    DataValidationError
+        A ``metrics.csv`` or ``params.yaml`` that breaks the contract, naming the file.
+    """
+    profile_dir = Path(results_root) / profile
+    frames = []
+    for run_dir in _run_dirs(profile_dir):
+        metrics = run_dir / "metrics.csv"
+        if not metrics.is_file():
+            continue
+        df = read_metrics_csv(metrics)
+        wrong_profile = sorted(set(df["profile"]) - {profile})
+        if wrong_profile:
+            raise DataValidationError(metrics, f"rows of profile {wrong_profile} under results of {profile!r}")
+        df["run_id"] = run_dir.name
+        df["run_dir"] = str(run_dir.resolve())
+        for col in [c for c in df.columns if c.endswith("_path")]:
+            df[col] = [
+                v if (not isinstance(v, str) or not v or Path(v).is_absolute()) else str((run_dir / v).resolve())
+                for v in df[col]
+            ]
+        for key, value in _read_params(run_dir / "params.yaml").items():
+            if isinstance(value, (str, int, float, bool)) and key not in df.columns:
+                df[f"param_{key}"] = value
+        frames.append(df)
+    if not frames:
+        log.info("no finished runs under %s", profile_dir)
+        return pd.DataFrame(columns=[*CONTRACT_COLUMNS, *METRIC_COLUMNS, "run_id", "run_dir"])
+    out = pd.concat(frames, ignore_index=True, sort=False)
+    log.info("collected %d rows from %d runs under %s", len(out), len(frames), profile_dir)
+    return out
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """State of one expected run folder: ``finished`` (metrics.csv), ``failed`` (a ``FAILED-*``
+    attempt and no metrics), ``running`` (a staging folder), ``missing`` (nothing)."""
+
+    run_id: str
+    status: str
+    run_dir: Path
+    notebooks: tuple[Path, ...]
+    failed_notebooks: tuple[Path, ...]
+
+
+def run_status(results_root: Path, profile: str, expected_run_ids: Iterable[str] = ()) -> list[RunStatus]:
+    """Status of every run folder of a profile, plus every expected run id that has no folder.
+
+    Executed notebooks are the ``*.ipynb`` files directly in the run folder; failed attempts
+    are ``FAILED-*/**.FAILED.ipynb`` (see :mod:`lesionlib.notebook_runner`).
+    """
+    profile_dir = Path(results_root) / profile
+    seen: dict[str, RunStatus] = {}
+    for run_dir in _run_dirs(profile_dir):
+        notebooks = tuple(sorted(run_dir.glob("*.ipynb")))
+        failed = tuple(sorted(run_dir.glob("FAILED-*/*.FAILED.ipynb")))
+        if (run_dir / "metrics.csv").is_file():
+            status = "finished"
+        elif failed:
+            status = "failed"
+        elif any(p.name.startswith(".partial-") for p in run_dir.iterdir()):
+            status = "running"
+        elif notebooks:
+            status = "partial"
+        else:
+            status = "missing"
+        seen[run_dir.name] = RunStatus(run_dir.name, status, run_dir, notebooks, failed)
+    for run_id in expected_run_ids:
+        if run_id not in seen:
+            seen[run_id] = RunStatus(run_id, "missing", profile_dir / run_id, (), ())
+    return [seen[k] for k in sorted(seen)]

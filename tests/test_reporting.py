@@ -1,0 +1,209 @@
+"""Reporting: collection and contract validation, Tables 1-2, statistics, provenance, paper values."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from lesionlib.io import DataValidationError
+from lesionlib.reporting import paper, stats, tables
+from lesionlib.reporting.collect import CONTRACT_COLUMNS, METRIC_COLUMNS, collect_runs, run_status
+from lesionlib.reporting.provenance import manifest_sha256, provenance, provenance_html
+
+
+def _rows(method: str, train_set: str, fine_tuned: bool, seed: int, eval_set: str, dice: list[float],
+          hd: list[float], profile: str = "quick", source: str = "synthetic") -> list[dict]:
+    out = []
+    for i, (d, h) in enumerate(zip(dice, hd)):
+        row = {"case_id": f"sub-{i + 1:02d}_ses-1", "subject": f"{i + 1:02d}", "session": "1",
+               "eval_set": eval_set, "method": method, "train_set": train_set, "fine_tuned": fine_tuned,
+               "seed": seed, "profile": profile, "data_source": source, "lesion_volume_ml": 1.0 + i}
+        row.update({m: 0.5 for m in METRIC_COLUMNS})
+        row.update(dice=d, hausdorff_mm=h)
+        out.append(row)
+    return out
+
+
+def _write_run(root, run_id, rows, profile="quick"):
+    run_dir = root / profile / run_id
+    run_dir.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(run_dir / "metrics.csv", index=False)
+    (run_dir / "params.yaml").write_text(f"run_id: {run_id}\nepochs: 3\n")
+    return run_dir
+
+
+# ---------------------------------------------------------------- paper values
+def test_paper_values_are_the_published_ones():
+    t1, t2 = paper.paper_table1(), paper.paper_table2()
+    assert len(t1) == 20 and len(t2) == 3
+    cell = t1[(t1.method == "nnunet") & (t1.train_set == "adult_subset") & (t1.eval_set == "adult_val")]
+    assert cell[["dice", "hausdorff_mm"]].values.tolist() == [[0.79, 27.41]]
+    ft = t1[(t1.method == "resunet") & (t1.train_set == "adult_full") & t1.fine_tuned]
+    assert ft[["dice", "hausdorff_mm"]].values.tolist() == [[0.67, 26.75]]
+    assert t2.set_index("method").loc["nnunet", "hausdorff_mm"] == 25.5
+    assert "Lhermitte" in paper.CITATION and "ISBI" in paper.CITATION
+    wide = tables.paper_table1_wide()
+    assert wide.loc["U-Net (ATLAS subset)", "Child · HD (mm)"] == "107.22"
+    assert wide.loc["LesionGnb", "Child, fine-tuned · DSC"] == "–"
+
+
+# ---------------------------------------------------------------- collection
+def test_collect_reads_runs_validates_and_skips_non_runs(tmp_path):
+    _write_run(tmp_path, "unet_adult-full_seed0", _rows("unet", "adult_full", False, 0, "child_test",
+                                                         [0.5, 0.7], [10.0, float("nan")]))
+    _write_run(tmp_path, "lesiongnb_seed0", _rows("lesiongnb", "", False, 0, "child_test", [0.2, 0.3], [50.0, 60.0]))
+    # not runs: staging / report folders, and a failed attempt inside a run folder
+    (tmp_path / "quick" / "_report").mkdir()
+    pd.DataFrame(_rows("unet", "child5", False, 0, "child_test", [0.9], [1.0])).to_csv(
+        tmp_path / "quick" / "_report" / "metrics.csv", index=False)
+    df = collect_runs(tmp_path, "quick")
+    assert sorted(df["run_id"].unique()) == ["lesiongnb_seed0", "unet_adult-full_seed0"]
+    assert len(df) == 4
+    assert set(CONTRACT_COLUMNS) <= set(df.columns)
+    gnb = df[df.method == "lesiongnb"]
+    assert (gnb["train_set"] == "").all()  # empty train_set survives the CSV round trip
+    assert df["subject"].tolist()[0] == "01"  # leading zeros kept
+    assert df["fine_tuned"].dtype == bool
+    assert df["hausdorff_mm"].isna().sum() == 1  # undefined kept, not dropped
+    assert (df["param_epochs"] == 3).all()
+
+
+def test_collect_names_the_file_when_contract_is_broken(tmp_path):
+    rows = _rows("unet", "adult_full", False, 0, "child_test", [0.5], [1.0])
+    for r in rows:
+        del r["data_source"]
+    run_dir = _write_run(tmp_path, "bad", rows)
+    with pytest.raises(DataValidationError, match="data_source") as err:
+        collect_runs(tmp_path, "quick")
+    assert err.value.path == run_dir / "metrics.csv"
+
+
+def test_collect_rejects_unknown_method_and_wrong_profile(tmp_path):
+    _write_run(tmp_path, "r1", _rows("segformer", "adult_full", False, 0, "child_test", [0.5], [1.0]))
+    with pytest.raises(DataValidationError, match="unknown values"):
+        collect_runs(tmp_path, "quick")
+    _write_run(tmp_path, "r2", _rows("unet", "adult_full", False, 0, "child_test", [0.5], [1.0], profile="gpu"),
+               profile="other")
+    with pytest.raises(DataValidationError, match="profile"):
+        collect_runs(tmp_path, "other")
+
+
+def test_collect_empty_profile_has_contract_columns(tmp_path):
+    df = collect_runs(tmp_path, "quick")
+    assert df.empty and set(CONTRACT_COLUMNS) <= set(df.columns)
+    assert tables.table1(df) == []
+
+
+def test_run_status_distinguishes_finished_failed_missing(tmp_path):
+    _write_run(tmp_path, "done", _rows("unet", "adult_full", False, 0, "child_test", [0.5], [1.0]))
+    failed = tmp_path / "quick" / "broken" / "FAILED-train-20260101T000000Z"
+    failed.mkdir(parents=True)
+    (failed / "train.FAILED.ipynb").write_text("{}")
+    status = {s.run_id: s.status for s in run_status(tmp_path, "quick", ["done", "broken", "never"])}
+    assert status == {"done": "finished", "broken": "failed", "never": "missing"}
+
+
+# ---------------------------------------------------------------- statistics
+def test_summarise_counts_undefined_and_matches_numpy():
+    values = [0.2, 0.4, float("nan"), 0.9]
+    s = stats.summarise(values)
+    assert s.n == 4 and s.n_undefined == 1
+    assert s.mean == pytest.approx(np.mean([0.2, 0.4, 0.9]))
+    assert s.sd == pytest.approx(np.std([0.2, 0.4, 0.9], ddof=1))
+    assert s.ci_low <= s.mean <= s.ci_high
+    assert s.format() == f"{s.mean:.2f} ± {s.sd:.2f} (1 undef.)"
+    assert stats.summarise([float("nan")]).format() == "– (1 undef.)"
+
+
+def test_bootstrap_ci_covers_the_mean_and_shrinks_with_n():
+    rng = np.random.default_rng(1)
+    small = rng.normal(0.5, 0.1, 10)
+    large = rng.normal(0.5, 0.1, 400)
+    lo_s, hi_s = stats.bootstrap_ci(small)
+    lo_l, hi_l = stats.bootstrap_ci(large)
+    assert lo_s < small.mean() < hi_s and lo_l < large.mean() < hi_l
+    assert (hi_l - lo_l) < (hi_s - lo_s)
+    assert all(math.isnan(v) for v in stats.bootstrap_ci([0.3]))
+
+
+def test_paired_wilcoxon_matches_scipy_on_shared_cases():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0.3, 0.9, 12)
+    b = a - rng.uniform(0.01, 0.2, 12)
+    rows = (_rows("unet", "adult_full", False, 0, "child_test", list(a), [1.0] * 12)
+            + _rows("nnunet", "adult_full", False, 0, "child_test", list(b), [1.0] * 12))
+    rows[0]["dice"] = float("nan")  # an undefined pair is dropped from the test, not imputed
+    df = pd.DataFrame(rows)
+    out = stats.paired_wilcoxon(df, "dice")
+    assert len(out) == 1
+    r = out.iloc[0]
+    assert {r.method_a, r.method_b} == {"unet", "nnunet"} and r.n_pairs == 11
+    ref = sps.wilcoxon(a[1:], b[1:]) if r.method_a == "unet" else sps.wilcoxon(b[1:], a[1:])
+    assert r.p_value == pytest.approx(ref.pvalue)
+    assert r.q_value == pytest.approx(r.p_value)  # a single test: BH leaves it unchanged
+
+
+def test_seed_spread_and_case_means_average_seeds():
+    rows = (_rows("unet", "child5", False, 0, "child_test", [0.2, 0.4], [1.0, 2.0])
+            + _rows("unet", "child5", False, 1, "child_test", [0.6, 0.8], [3.0, float("nan")]))
+    df = pd.DataFrame(rows)
+    spread = stats.seed_spread(df, "dice").iloc[0]
+    assert spread.n_seeds == 2
+    assert spread.seed_mean == pytest.approx(0.5)
+    assert spread.seed_sd == pytest.approx(np.std([0.3, 0.7], ddof=1))
+    per_case = stats.case_means(df, "hausdorff_mm").set_index("case_id")["hausdorff_mm"]
+    assert per_case["sub-01_ses-1"] == pytest.approx(2.0)
+    assert per_case["sub-02_ses-1"] == pytest.approx(2.0)  # NaN of one seed does not poison the mean
+
+
+# ---------------------------------------------------------------- tables
+def test_table1_cells_labels_and_missing():
+    rows = (_rows("unet", "adult_full", False, 0, "adult_val", [0.4, 0.6], [10.0, 20.0])
+            + _rows("unet", "adult_full", False, 0, "child_test", [0.2, 0.4, 0.6], [5.0, float("nan"), 7.0])
+            + _rows("lesiongnb", "", False, 0, "child_test", [0.1, 0.3], [40.0, 60.0]))
+    df = pd.DataFrame(rows)
+    [t] = tables.table1(df)
+    assert t.data_source == "synthetic" and t.profile == "quick"
+    assert "SYNTHETIC" in t.caption and "quick" in t.caption
+    d = t.display
+    assert d.loc["U-Net (ATLAS full)", "Adult validation · DSC"] == f"0.50 ± {np.std([0.4, 0.6], ddof=1):.2f}"
+    assert d.loc["U-Net (ATLAS full)", "Child · HD (mm)"] == f"6.0 ± {np.std([5.0, 7.0], ddof=1):.1f} (1 undef.)"
+    assert d.loc["U-Net (ATLAS full)", "Child · n"] == "3"
+    assert d.loc["U-Net (ATLAS full)", "Child, fine-tuned · DSC"] == "not run"
+    assert d.loc["LesionGnb", "Child, fine-tuned · DSC"] == "n/a"
+    assert (d["Data"] == "synthetic · quick").all()
+    assert "U-Net (ATLAS full) — Child, fine-tuned" in t.missing
+    assert "LesionGnb — Adult validation" in t.missing
+    assert list(d.index) == ["LesionGnb", "U-Net (ATLAS full)", "Res-U-Net (ATLAS full)", "nnU-Net (ATLAS full)",
+                             "U-Net (ATLAS subset)", "Res-U-Net (ATLAS subset)", "nnU-Net (ATLAS subset)"]
+
+
+def test_tables_keep_data_sources_apart():
+    rows = (_rows("unet", "child5", False, 0, "child_test", [0.2, 0.4], [1.0, 2.0], source="synthetic")
+            + _rows("unet", "child5", False, 0, "child_test", [0.8, 0.9], [1.0, 2.0], source="real"))
+    df = pd.DataFrame(rows)
+    t2 = tables.table2(df)
+    assert [t.data_source for t in t2] == ["real", "synthetic"]
+    real = t2[0].display.loc["U-Net (5 child images)", "Child · DSC"]
+    assert real.startswith("0.85")
+    assert "real data" in t2[0].caption and "SYNTHETIC" not in t2[0].caption
+    html = tables.render_html(t2[1].display, t2[1].caption)
+    assert "<table" in html and "SYNTHETIC" in html
+
+
+# ---------------------------------------------------------------- provenance
+def test_provenance_has_commit_versions_and_manifest_hash(tmp_path):
+    manifest = tmp_path / "m.yaml"
+    manifest.write_bytes(b"version: 1\n")
+    prov = provenance("quick", data_source="synthetic", manifest=manifest)
+    assert prov["manifest"]["sha256"] == hashlib.sha256(b"version: 1\n").hexdigest()
+    assert len(prov["git"]["commit"]) == 40 or prov["git"]["commit"] == "unknown"
+    assert prov["packages"]["pandas"] == pd.__version__
+    html = provenance_html(prov)
+    assert "quick" in html and prov["manifest"]["sha256"] in html
+    assert manifest_sha256(tmp_path / "absent.yaml")["sha256"] == "absent"
