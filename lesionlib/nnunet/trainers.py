@@ -1,0 +1,150 @@
+"""Short-schedule nnU-Net trainers, discovered by nnU-Net through ``nnUNet_extTrainer``.
+
+nnU-Net's default schedule is 1000 epochs of 250 training and 50 validation iterations
+(``nnUNetTrainer``). Quick runs need shorter schedules without patching the installed package.
+nnU-Net picks a trainer by class name (``-tr``), and names the result folder after it, so the
+schedule is encoded in the name::
+
+    nnUNetTrainer_lesionlib_E{epochs}_I{train_iterations}_V{val_iterations}[_NoFinalVal]
+    e.g. nnUNetTrainer_lesionlib_E100_I250_V50   (the paper's fine-tuning schedule)
+
+``_NoFinalVal`` skips nnU-Net's final validation (sliding-window prediction of every validation
+case after the last epoch, which with fold ``all`` means the training cases themselves); it
+is meant for quick runs and tests, where that step costs more than the training.
+
+The classes are made on demand: this module's ``__getattr__`` (PEP 562) builds a subclass of
+``nnUNetTrainer`` for any name of that form and caches it here, so pickling and nnU-Net's
+checkpoint ``trainer_name`` lookup (at prediction time) both resolve to the same class. The
+folder :data:`lesionlib.nnunet.paths.EXT_TRAINER_DIR`, given to nnU-Net as
+``nnUNet_extTrainer``, holds a one-line module re-exporting that ``__getattr__``; nnU-Net 2.8.1
+scans the folder, imports the module and asks it for the class with ``hasattr``.
+
+This was chosen over writing generated Python files into each run: nothing is generated, any
+schedule works, the name is the whole specification, and every run uses the same code.
+Only the schedule (and optionally the final validation) differs from ``nnUNetTrainer``;
+everything else (loss, augmentation, learning-rate policy over ``num_epochs``) is nnU-Net's own.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, NamedTuple
+
+__all__ = [
+    "DEFAULT_TRAINER",
+    "DEFAULT_EPOCHS",
+    "DEFAULT_ITERATIONS",
+    "DEFAULT_VAL_ITERATIONS",
+    "Schedule",
+    "trainer_name",
+    "parse_trainer_name",
+    "make_short_trainer",
+]
+
+DEFAULT_TRAINER = "nnUNetTrainer"
+DEFAULT_EPOCHS = 1000
+DEFAULT_ITERATIONS = 250
+DEFAULT_VAL_ITERATIONS = 50
+
+_PREFIX = "nnUNetTrainer_lesionlib_"
+_NO_FINAL_VAL = "_NoFinalVal"
+_NAME = re.compile(r"^nnUNetTrainer_lesionlib_E([1-9][0-9]*)_I([1-9][0-9]*)_V([1-9][0-9]*)(_NoFinalVal)?$")
+
+
+class Schedule(NamedTuple):
+    """A training schedule: epochs of ``iterations`` training and ``val_iterations`` validation steps."""
+
+    epochs: int
+    iterations: int
+    val_iterations: int
+    final_validation: bool = True
+
+_CLASSES: dict[str, type] = {}
+
+
+def default_val_iterations(iterations: int) -> int:
+    """nnU-Net's 250:50 ratio of training to validation iterations, at least 1."""
+    return max(1, math.ceil(iterations * DEFAULT_VAL_ITERATIONS / DEFAULT_ITERATIONS))
+
+
+def trainer_name(epochs: int = DEFAULT_EPOCHS, iterations: int = DEFAULT_ITERATIONS,
+                 val_iterations: int | None = None, final_validation: bool = True) -> str:
+    """The trainer class name for a schedule; nnU-Net's defaults give plain ``'nnUNetTrainer'``.
+
+    ``val_iterations`` defaults to ``ceil(iterations / 5)`` (nnU-Net's 250:50 ratio).
+    ``final_validation=False`` appends ``_NoFinalVal``.
+    """
+    if val_iterations is None:
+        val_iterations = default_val_iterations(iterations)
+    for label, value in (("epochs", epochs), ("iterations", iterations), ("val_iterations", val_iterations)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{label} must be a positive integer, got {value!r}")
+    default = (epochs, iterations, val_iterations) == (DEFAULT_EPOCHS, DEFAULT_ITERATIONS, DEFAULT_VAL_ITERATIONS)
+    if default and final_validation:
+        return DEFAULT_TRAINER
+    return f"{_PREFIX}E{epochs}_I{iterations}_V{val_iterations}" + ("" if final_validation else _NO_FINAL_VAL)
+
+
+def parse_trainer_name(name: str) -> Schedule | None:
+    """The :class:`Schedule` of ``'nnUNetTrainer'`` or a lesionlib trainer name; ``None`` for other names."""
+    if name == DEFAULT_TRAINER:
+        return Schedule(DEFAULT_EPOCHS, DEFAULT_ITERATIONS, DEFAULT_VAL_ITERATIONS, True)
+    match = _NAME.match(name)
+    if match is None:
+        return None
+    return Schedule(int(match.group(1)), int(match.group(2)), int(match.group(3)), match.group(4) is None)
+
+
+def make_short_trainer(epochs: int, iterations: int, val_iterations: int | None = None,
+                       final_validation: bool = True) -> type:
+    """The ``nnUNetTrainer`` subclass with this schedule (created once, then cached).
+
+    Imports nnunetv2 and torch; meant to run inside nnU-Net's own process.
+    """
+    name = trainer_name(epochs, iterations, val_iterations, final_validation)
+    if name == DEFAULT_TRAINER:
+        from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+        return nnUNetTrainer
+    if name in _CLASSES:
+        return _CLASSES[name]
+    epochs, iterations, val_iterations, final_validation = parse_trainer_name(name)  # type: ignore[misc]
+
+    import torch
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    # nnUNetTrainer.__init__ records its init args by inspecting ``self.__init__``'s signature
+    # against its own locals, so the signature must be exactly nnU-Net's.
+    def __init__(self: Any, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")) -> None:
+        nnUNetTrainer.__init__(self, plans, configuration, fold, dataset_json, device)
+        self.num_epochs = epochs
+        self.num_iterations_per_epoch = iterations
+        self.num_val_iterations_per_epoch = val_iterations
+
+    def perform_actual_validation(self: Any, save_probabilities: bool = False) -> None:
+        self.print_to_log_file(f"{name}: final validation skipped (lesionlib _NoFinalVal trainer)")
+
+    namespace: dict[str, Any] = {
+        "__init__": __init__,
+        "__module__": __name__,
+        "__qualname__": name,
+        "__doc__": (f"nnUNetTrainer with {epochs} epochs of {iterations} training and "
+                    f"{val_iterations} validation iterations (lesionlib short schedule)"
+                    + ("." if final_validation else ", without the final validation.")),
+    }
+    if not final_validation:
+        namespace["perform_actual_validation"] = perform_actual_validation
+    cls = type(name, (nnUNetTrainer,), namespace)
+    _CLASSES[name] = cls
+    return cls
+
+
+def __getattr__(name: str) -> type:
+    """Module attribute hook (PEP 562): ``trainers.nnUNetTrainer_lesionlib_E2_I5_V1`` is a class."""
+    parsed = _NAME.match(name)
+    if parsed is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return make_short_trainer(int(parsed.group(1)), int(parsed.group(2)), int(parsed.group(3)),
+                              final_validation=parsed.group(4) is None)
