@@ -23,12 +23,13 @@ cerebellum; resampled to each mask's grid with nearest-neighbour interpolation w
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -313,6 +314,25 @@ def sample_seed(seed: int, epoch: int, slot: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch), int(slot)]))
 
 
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch CPU ops single-threaded, as in a DataLoader worker.
+
+    Multi-threaded kernels can sum in a different order, so augmentation done in the main process
+    would differ in the last bits from the same augmentation in a worker (where torch uses one
+    thread); pinning one thread makes the patches bitwise independent of ``num_workers``.
+    """
+    previous = torch.get_num_threads()
+    if previous == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 class PatchDataset(torch.utils.data.Dataset):
     """Training patches for ``n_epochs`` epochs of ``samples_per_epoch`` samples each.
 
@@ -359,7 +379,7 @@ class PatchDataset(torch.utils.data.Dataset):
         self.crop.set_random_state(seed=int(rng.integers(2**31 - 1)))
         patch = self.crop(item)[0]
         self.augment.set_random_state(seed=int(rng.integers(2**31 - 1)))
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), _one_thread():
             torch.manual_seed(int(rng.integers(2**31 - 1)))
             patch = self.augment(patch)
         return {

@@ -1,0 +1,177 @@
+"""Training loop: it learns, resumes exactly, fine-tunes from a parent, records what it did."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from lesionlib.data.records import ImageRecord
+from lesionlib.io import save_nifti_atomic
+from lesionlib.train import TrainConfig, load_checkpoint, train
+from lesionlib.transforms import AugmentationConfig
+
+TINY_UNET = {"channels": (4, 8, 16, 16, 16), "num_res_units": 1}
+
+
+def _case(root, subject, center=(18, 14, 16), radius=5, seed=0):
+    """A 32^3 volume at 3 mm: ellipsoid brain (1) with a dark ball lesion (0.4) and mild noise."""
+    shape = (32, 32, 32)
+    rng = np.random.default_rng(seed)
+    grid = np.indices(shape).astype(float)
+    c = (np.array(shape) - 1) / 2
+    brain = (((grid - c[:, None, None, None]) / 13.5) ** 2).sum(0) < 1
+    lesion = ((((grid - np.array(center, float)[:, None, None, None]) ** 2).sum(0) < radius ** 2) & brain)
+    image = (brain * 1.0 - 0.6 * lesion + rng.normal(0, 0.05, shape) * brain).astype(np.float32)
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    affine[:3, 3] = -48.0
+    ip = save_nifti_atomic(nib.Nifti1Image(image, affine), root / f"sub-{subject}_T1w.nii.gz")
+    mp = save_nifti_atomic(nib.Nifti1Image(lesion.astype(np.uint8), affine), root / f"sub-{subject}_mask.nii.gz")
+    return ImageRecord(dataset="toy", subject=subject, session="1", image_path=ip, mask_path=mp)
+
+
+def _config(**kw):
+    base = dict(model_kwargs=TINY_UNET, epochs=2, iterations_per_epoch=2, batch_size=2, patch_size=(32, 32, 32),
+                augmentation=AugmentationConfig(enabled=False), device="cpu", progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture
+def cases(tmp_path):
+    data = tmp_path / "data"
+    return [_case(data, "01"), _case(data, "02", center=(12, 18, 14), radius=4, seed=1)]
+
+
+@pytest.mark.slow
+def test_tiny_unet_overfits_one_case(tmp_path, cases):
+    cfg = _config(model_kwargs={"channels": (8, 16, 32, 32, 32), "num_res_units": 1}, epochs=3,
+                  iterations_per_epoch=8, scheduler="constant", foreground_fraction=0.5)
+    result = train(cfg, cases[:1], cases[:1], tmp_path / "run")
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds"]
+    assert len(history) == 3
+    assert history["val_dice"].iloc[-1] > 0.9
+    assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
+    assert result.best_val_dice == history["val_dice"].max()
+    params = yaml.safe_load((tmp_path / "run" / "params.yaml").read_text())
+    assert params["encoder_pretrained"] is False and params["status"] == "complete"
+    assert params["spacing_mm"] == [3.0, 3.0, 3.0]  # median of the training images
+    assert params["split"] == {"train": ["toy/sub-01_ses-1"], "val": ["toy/sub-01_ses-1"]}
+    assert result.checkpoint_best.exists() and result.checkpoint_last.exists()
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_resumed_run_ends_with_the_same_weights(tmp_path, cases):
+    aug = AugmentationConfig(p_flip=0.5, p_affine=0.5, p_elastic=0.5, p_bias_field=0.5, p_noise=0.5, p_motion=0.5)
+    cfg = _config(epochs=4, augmentation=aug)
+    straight = train(cfg, cases, cases[1:], tmp_path / "straight")
+
+    at_kill = {}
+
+    def kill_after_two(epoch, row):
+        if epoch == 2:
+            at_kill.update(load_checkpoint(tmp_path / "resumed" / "checkpoint_last.pt")["model_state"])
+            raise _Killed()
+
+    with pytest.raises(_Killed):
+        train(cfg, cases, cases[1:], tmp_path / "resumed", on_epoch_end=kill_after_two)
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoint_last.pt")["epoch"] == 2
+    # the resumed half uses a worker process: the data stream must not depend on it
+    resumed = train(dataclasses.replace(cfg, num_workers=1), cases, cases[1:], tmp_path / "resumed")
+    a = load_checkpoint(straight.checkpoint_last)
+    b = load_checkpoint(resumed.checkpoint_last)
+    assert a["model_state"].keys() == b["model_state"].keys()
+    for key in a["model_state"]:
+        assert torch.equal(a["model_state"][key], b["model_state"][key]), key
+    pd.testing.assert_frame_equal(straight.history.drop(columns="seconds"), resumed.history.drop(columns="seconds"))
+    # and the resumed epochs did train: the weights moved after the kill
+    assert any(not torch.equal(at_kill[k], b["model_state"][k]) for k in at_kill)
+
+
+def test_resume_refuses_a_changed_configuration(tmp_path, cases):
+    train(_config(epochs=1, iterations_per_epoch=1), cases[:1], [], tmp_path / "run")
+    with pytest.raises(ValueError, match="lr"):
+        train(_config(epochs=2, iterations_per_epoch=1, lr=0.001), cases[:1], [], tmp_path / "run")
+    with pytest.raises(FileExistsError):
+        train(_config(epochs=2, iterations_per_epoch=1, resume=False), cases[:1], [], tmp_path / "run")
+
+
+def test_finetuning_records_parent_and_keeps_frozen_encoder(tmp_path, cases):
+    parent = train(_config(epochs=1), cases, [], tmp_path / "parent")
+    cfg = _config(epochs=1, model_kwargs={}, init_from=str(parent.checkpoint_last), freeze_encoder=True, lr=0.05)
+    child = train(cfg, cases[1:], cases[:1], tmp_path / "finetune", split_info={"few_shot": {"n_images": 1}})
+    params = yaml.safe_load((tmp_path / "finetune" / "params.yaml").read_text())
+    assert params["parent"]["checkpoint"] == str(parent.checkpoint_last.resolve())
+    assert params["parent"]["run_dir"] == str((tmp_path / "parent").resolve())
+    assert params["split"]["few_shot"] == {"n_images": 1}
+    assert params["config"]["model_kwargs"]["channels"] == list(TINY_UNET["channels"])
+    assert params["n_trainable_parameters"] < params["n_parameters"]
+    before = load_checkpoint(parent.checkpoint_last)["model_state"]
+    after = load_checkpoint(child.checkpoint_last)["model_state"]
+    from lesionlib.models import build_model
+
+    model = build_model("unet", **TINY_UNET)
+    encoder_ids = {id(p) for m in model.encoder_modules() for p in m.parameters()}
+    encoder_keys = {name for name, p in model.named_parameters() if id(p) in encoder_ids}
+    assert encoder_keys
+    for key in encoder_keys:
+        assert torch.equal(before[key], after[key]), key
+    decoder_keys = [k for k, _ in model.named_parameters() if k not in encoder_keys]
+    assert any(not torch.equal(before[k], after[k]) for k in decoder_keys)
+
+
+def test_finetuning_refuses_a_different_model(tmp_path, cases):
+    parent = train(_config(epochs=1, iterations_per_epoch=1), cases[:1], [], tmp_path / "parent")
+    with pytest.raises(ValueError, match="'unet' model"):
+        train(_config(model="resunet", model_kwargs={}, init_from=str(parent.checkpoint_last)), cases[:1], [],
+              tmp_path / "ft")
+
+
+def test_resunet_run_records_whether_the_encoder_was_pretrained(tmp_path, cases, caplog):
+    from monai.networks.nets.resnet import ResNetFeatures
+
+    cfg = _config(model="resunet", model_kwargs={"decoder_channels": (32, 16, 16, 8, 8)}, epochs=1,
+                  iterations_per_epoch=1)
+    with caplog.at_level(logging.WARNING, logger="lesionlib"):
+        plain = train(cfg, cases, [], tmp_path / "plain")
+    assert plain.encoder_pretrained is False
+    assert "no MedicalNet weights" in caplog.text
+    assert yaml.safe_load((tmp_path / "plain" / "params.yaml").read_text())["encoder_pretrained"] is False
+
+    weights = tmp_path / "resnet_10.pth"
+    encoder = ResNetFeatures("resnet10", pretrained=False)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in encoder.state_dict().items()}}, weights)
+    pre = train(TrainConfig(**{**cfg.__dict__, "encoder_weights": str(weights)}), cases, [], tmp_path / "pre")
+    params = yaml.safe_load((tmp_path / "pre" / "params.yaml").read_text())
+    assert pre.encoder_pretrained is True and params["encoder_pretrained"] is True
+    assert params["encoder_weights"] == str(weights)
+    assert load_checkpoint(pre.checkpoint_last)["encoder_pretrained"] is True
+
+
+def test_disk_cache_is_written_under_results(tmp_path, cases, isolated_roots):
+    train(_config(epochs=1, iterations_per_epoch=1, cache="disk"), cases[:1], cases[1:], tmp_path / "run")
+    cached = list((isolated_roots["results"] / "cache" / "preprocessed").rglob("*.pt"))
+    assert len(cached) == 2  # one train and one validation volume
+
+
+def test_patch_size_must_fit_the_model(tmp_path, cases):
+    with pytest.raises(ValueError, match="multiple of 16"):
+        train(_config(patch_size=(24, 32, 32)), cases[:1], [], tmp_path / "run")
+
+
+def test_profile_settings(tmp_path):
+    cfg = TrainConfig.from_profile("quick", stage="finetune", seed=3)
+    assert cfg.spacing_mm == (3.0, 3.0, 3.0) and cfg.patch_size == (32, 32, 32) and cfg.seed == 3
+    assert TrainConfig.paper_adult().epochs == 200 and TrainConfig.paper_adult().lr == 0.01
+    assert TrainConfig.paper_finetune("x.pt").epochs == 100
