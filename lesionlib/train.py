@@ -52,7 +52,8 @@ from lesionlib.losses import build_loss
 from lesionlib.models import build_model
 from lesionlib.models.medicalnet import default_weights_path, load_medicalnet_weights
 from lesionlib.samplers import PatchDataset
-from lesionlib.transforms import AugmentationConfig, augmentation, preprocessing, record_to_item
+from lesionlib.transforms import (AugmentationConfig, augmentation, check_record_files, preprocessing,
+                                  record_to_item)
 
 __all__ = [
     "TrainConfig",
@@ -441,9 +442,7 @@ def train(config: TrainConfig, train_records: Sequence[ImageRecord], val_records
     out_dir.mkdir(parents=True, exist_ok=True)
     if not train_records:
         raise ValueError("train() needs at least one training record")
-    for rec in [*train_records, *val_records]:
-        if rec.mask_path is None:
-            raise ValueError(f"{rec.image_path}: training and validation images need a lesion mask")
+    check_record_files([*train_records, *val_records], need_mask=True)
     file_handler = logging.FileHandler(out_dir / "train.log")
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("lesionlib").addHandler(file_handler)

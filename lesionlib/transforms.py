@@ -56,6 +56,7 @@ __all__ = [
     "preprocessing",
     "augmentation",
     "record_to_item",
+    "check_record_files",
 ]
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,38 @@ def record_to_item(record: Any) -> dict[str, Any]:
         "label": None if record.mask_path is None else str(record.mask_path),
         "case_id": record.case_id,
     }
+
+
+def check_record_files(records: Sequence[Any], *, need_mask: bool = True) -> None:
+    """Cheap header-only check before a pipeline runs (MONAI wraps errors raised inside transforms).
+
+    Raises :class:`~lesionlib.io.DataValidationError` naming the file when an image or mask is
+    missing or unreadable, a mask is missing while ``need_mask``, or a mask is not on its image's
+    grid (shape, or affine beyond 1e-3 mm). Voxel data are read later, by :class:`LoadRecordd`.
+    """
+    import nibabel as nib
+
+    def header(path: Any) -> Any:
+        path = Path(path)
+        if not path.is_file():
+            raise DataValidationError(path, "file does not exist")
+        try:
+            return nib.load(str(path))
+        except Exception as exc:  # nibabel raises several types for unreadable headers
+            raise DataValidationError(path, f"not a readable NIfTI image ({exc})") from exc
+
+    for rec in records:
+        img = header(rec.image_path)
+        if rec.mask_path is None:
+            if need_mask:
+                raise DataValidationError(rec.image_path, "no lesion mask (needed for training/validation)")
+            continue
+        mask = header(rec.mask_path)
+        if tuple(mask.shape[:3]) != tuple(img.shape[:3]):
+            raise DataValidationError(rec.mask_path, f"mask shape {mask.shape} differs from its image "
+                                                     f"{rec.image_path} {img.shape}")
+        if not np.allclose(mask.affine, img.affine, atol=AFFINE_TOLERANCE_MM):
+            raise DataValidationError(rec.mask_path, f"mask affine differs from its image {rec.image_path}")
 
 
 class LoadRecordd(MapTransform):
