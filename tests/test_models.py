@@ -118,3 +118,16 @@ def test_bare_encoder_accepts_weights(tmp_path):
     encoder = ResNetFeatures("resnet10", pretrained=False)
     load_medicalnet_weights(encoder, tmp_path / "w.pth")
     assert torch.equal(encoder.layer3[0].conv1.weight, state["layer3.0.conv1.weight"])
+
+
+def test_default_weights_come_from_the_manifest_asset(tmp_path, monkeypatch):
+    from lesionlib.models.medicalnet import default_weights_path
+
+    monkeypatch.delenv("MEDICALNET_RESNET10", raising=False)
+    assert default_weights_path() is None  # not configured: the caller warns and trains from scratch
+    torch.save(_medicalnet_state(), tmp_path / "resnet_10.pth")
+    monkeypatch.setenv("MEDICALNET_RESNET10", str(tmp_path / "resnet_10.pth"))
+    assert default_weights_path() == tmp_path / "resnet_10.pth"
+    monkeypatch.setenv("MEDICALNET_RESNET10", str(tmp_path / "missing.pth"))
+    with pytest.raises(ValueError, match="missing.pth"):  # configured but absent: an error, not a fall-back
+        default_weights_path()

@@ -140,14 +140,18 @@ def load_medicalnet_weights(model_or_encoder: nn.Module, path: os.PathLike | str
 
 
 def default_weights_path() -> Path | None:
-    """The manifest's ``medicalnet_resnet10`` asset, or ``None`` if unconfigured or unavailable."""
+    """The manifest's ``medicalnet_resnet10`` asset, or ``None`` when it is not configured.
+
+    A configured file that is missing or fails its sha256 check is an error (raised by the
+    manifest), never a silent fall-back to random encoder weights.
+    """
     try:
-        from lesionlib.data.manifest import asset_path
-    except ImportError:
+        from lesionlib.data.manifest import ManifestError, asset_path
+    except ImportError:  # the data package is not there: nothing configured
         return None
     try:
         found = asset_path("medicalnet_resnet10")
-    except (KeyError, FileNotFoundError, ValueError) as exc:
+    except ManifestError as exc:  # asset unknown to this manifest
         log.info("no MedicalNet weights from the manifest (%s)", exc)
         return None
     return None if found is None else Path(found)
