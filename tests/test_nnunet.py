@@ -204,7 +204,7 @@ def test_pipeline_train_predict_evaluate_finetune(tmp_path):
 
     adult = NnUNetRun(ws, 901, "Adult", device="cpu", num_processes=0)
     adult.export(adult_train, child_test, progress=False)
-    plans_file = adult.plan_and_preprocess()
+    plans_file = adult.plan_and_preprocess(verify=False)  # nnU-Net's integrity check runs on the child data below
     plans = json.loads(plans_file.read_text())
     assert plans["dataset_name"] == "Dataset901_Adult" and "3d_fullres" in plans["configurations"]
     assert list((adult.preprocessed_dir / "nnUNetPlans_3d_fullres").glob("sub-a0_ses-1*"))
@@ -237,7 +237,7 @@ def test_pipeline_train_predict_evaluate_finetune(tmp_path):
 
     child = NnUNetRun(ws, 902, "Child", device="cpu", num_processes=0)
     child.export(child_train, progress=False)
-    ft_dir = child.finetune(adult, epochs=1, iterations=2, final_validation=False, verify=False)
+    ft_dir = child.finetune(adult, epochs=1, iterations=2, final_validation=False, verify=True)
     child_plans = json.loads(child.plans_file("nnUNetPlans_fromDataset901").read_text())
     adult_cfg, child_cfg = plans["configurations"]["3d_fullres"], child_plans["configurations"]["3d_fullres"]
     assert child_plans["dataset_name"] == "Dataset902_Child"
@@ -253,3 +253,29 @@ def test_pipeline_train_predict_evaluate_finetune(tmp_path):
     assert ft.shape == test_img.shape and np.array_equal(ft.affine, test_img.affine)
     print("stage timings (s):", {**{f"adult/{k}": round(v, 1) for k, v in adult.timings_s.items()},
                                  **{f"child/{k}": round(v, 1) for k, v in child.timings_s.items()}})
+
+
+def test_cli_export_and_missing_plans(tmp_path, monkeypatch):
+    """``lesionlib nnunet export`` exports the chosen cases; ``train`` before planning fails clearly."""
+    import argparse
+
+    import lesionlib.data
+    from lesionlib.nnunet.cli import register_cli
+
+    recs = [make_case(tmp_path / "src", f"{i:02d}", "1", i, RAS_3MM, shape=(8, 8, 8)) for i in range(3)]
+    monkeypatch.setattr(lesionlib.data, "discover", lambda name, profile, root: recs)
+    parser = argparse.ArgumentParser()
+    register_cli(parser.add_subparsers(dest="command"))
+    base = ["nnunet", "{}", "--run-dir", str(tmp_path / "ws"), "--dataset-id", "12", "--dataset-name", "Toy",
+            "--device", "cpu"]
+    args = parser.parse_args([a.format("export") for a in base]
+                             + ["--records", "toy", "--case", "sub-00_ses-1", "--case", "sub-02_ses-1"])
+    assert args.func(args) == 0
+    images = sorted(p.name for p in (tmp_path / "ws/nnUNet_raw/Dataset012_Toy/imagesTr").iterdir())
+    assert images == ["sub-00_ses-1_0000.nii.gz", "sub-02_ses-1_0000.nii.gz"]
+    with pytest.raises(SystemExit, match="no such cases"):
+        bad = parser.parse_args([a.format("export") for a in base] + ["--records", "toy", "--case", "sub-09_ses-1"])
+        bad.func(bad)
+    args = parser.parse_args([a.format("train") for a in base] + ["--epochs", "1", "--iterations", "1"])
+    with pytest.raises(FileNotFoundError, match="plan_and_preprocess"):
+        args.func(args)

@@ -62,21 +62,28 @@ def _write_json_atomic(obj: object, path: Path) -> None:
         tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
 
 
-def _image_for_nnunet(img: nib.Nifti1Image) -> nib.Nifti1Image:
+def image_for_nnunet(img: nib.Nifti1Image) -> nib.Nifti1Image:
     """A float32 copy of a 3D image with the same affine, qform and sform codes."""
     out = nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32), img.affine)
     _copy_orientation_codes(img, out)
     return out
 
 
+def orientation_codes(img: nib.Nifti1Image) -> tuple[int, int]:
+    """``(qform_code, sform_code)`` of an image, each at least 1 ('scanner')."""
+    return int(img.header["qform_code"]) or 1, int(img.header["sform_code"]) or 1
+
+
+def set_geometry(dst: nib.Nifti1Image, affine: np.ndarray, codes: tuple[int, int]) -> None:
+    """Put ``affine`` in both qform and sform of ``dst`` (with ``codes``) and matching voxel sizes."""
+    dst.set_qform(affine, code=codes[0])
+    dst.set_sform(affine, code=codes[1])
+    dst.header.set_zooms(tuple(float(v) for v in np.sqrt((affine[:3, :3] ** 2).sum(axis=0))))
+
+
 def _copy_orientation_codes(src: nib.Nifti1Image, dst: nib.Nifti1Image) -> None:
     """Set dst's qform and sform to src's affine, keeping src's codes (at least 'scanner' = 1)."""
-    qcode = int(src.header["qform_code"]) or 1
-    scode = int(src.header["sform_code"]) or 1
-    dst.set_qform(src.affine, code=qcode)
-    dst.set_sform(src.affine, code=scode)
-    zooms = src.header.get_zooms()[:3]
-    dst.header.set_zooms(zooms)
+    set_geometry(dst, src.affine, orientation_codes(src))
 
 
 def mask_for_nnunet(mask_path: Path, image: nib.Nifti1Image, image_path: Path) -> nib.Nifti1Image:
@@ -159,7 +166,7 @@ def export_dataset(
     for rec, is_train in tqdm(todo, desc=f"export {dataset_dir.name}", disable=not progress, unit="case"):
         image = load_nifti(rec.image_path)
         images_dir = folders["imagesTr" if is_train else "imagesTs"]
-        save_nifti_atomic(_image_for_nnunet(image), images_dir / image_file_name(rec.case_id))
+        save_nifti_atomic(image_for_nnunet(image), images_dir / image_file_name(rec.case_id))
         if is_train:
             mask = mask_for_nnunet(Path(rec.mask_path), image, Path(rec.image_path))  # type: ignore[arg-type]
             if not mask.get_fdata().any():

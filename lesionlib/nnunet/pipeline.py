@@ -44,11 +44,19 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+from tqdm.auto import tqdm
 
 from lesionlib.bids import prediction_path
 from lesionlib.data.records import ImageRecord
 from lesionlib.io import DataValidationError, atomic_path, load_nifti, save_nifti_atomic
-from lesionlib.nnunet.export import AFFINE_ATOL_MM, _copy_orientation_codes, export_dataset
+from lesionlib.nnunet.export import (
+    AFFINE_ATOL_MM,
+    export_dataset,
+    image_file_name,
+    image_for_nnunet,
+    orientation_codes,
+    set_geometry,
+)
 from lesionlib.nnunet.paths import NnUNetPaths, dataset_folder_name
 from lesionlib.nnunet.trainers import (
     DEFAULT_EPOCHS,
@@ -407,7 +415,9 @@ class NnUNetRun:
         Parameters
         ----------
         records
-            Images to segment (any orientation and spacing; masks not needed).
+            Images to segment (any orientation and spacing; masks not needed). Each is loaded
+            and validated, and nnU-Net gets a temporary float32 copy whose qform and sform
+            both hold the image's affine (so nnU-Net's SimpleITK reader and nibabel agree).
         out_dir
             Predictions go to :func:`lesionlib.bids.prediction_path` ``(out_dir, subject, session)``:
             ``<out_dir>/derivatives/lesionlib/sub-X/ses-Y/anat/sub-X_ses-Y_desc-lesion_mask.nii.gz``.
@@ -435,18 +445,18 @@ class NnUNetRun:
         if len(set(ids)) != len(ids):
             raise ValueError(f"duplicate case ids among the records to predict: {sorted({i for i in ids if ids.count(i) > 1})}")
 
-        images = [load_nifti(r.image_path) for r in records]
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix=".nnunet_predict_", dir=out_dir) as tmp_name:
             tmp = Path(tmp_name)
-            inputs = []
-            for rec, img in zip(records, images):
-                on_disk = nib.load(str(rec.image_path))
-                if len(on_disk.shape) == 3:
-                    inputs.append([str(Path(rec.image_path).resolve())])
-                else:  # e.g. a trailing singleton 4th axis: hand nnU-Net the validated 3D image
-                    staged = save_nifti_atomic(img, tmp / "inputs" / f"{rec.case_id}_0000.nii.gz")
-                    inputs.append([str(staged)])
+            # nnU-Net reads a validated float32 copy whose qform and sform both hold the affine
+            # nibabel sees, so nnU-Net (SimpleITK) and lesionlib agree on every case's geometry
+            inputs, geometry = [], []
+            for rec in tqdm(records, desc="stage inputs", unit="case", disable=len(records) < 10):
+                img = load_nifti(rec.image_path)
+                staged = save_nifti_atomic(image_for_nnunet(img), tmp / "inputs" / image_file_name(rec.case_id))
+                inputs.append([str(staged)])
+                geometry.append((img.shape, img.affine.copy(), orientation_codes(img)))
+                del img
             spec = {
                 "model_dir": str(model.resolve()), "folds": [fold], "checkpoint": checkpoint,
                 "device": self.device, "use_mirroring": bool(tta), "tile_step_size": float(tile_step_size),
@@ -458,19 +468,19 @@ class NnUNetRun:
             spec_path.write_text(json.dumps(spec, indent=2))
             self._run("predict", [sys.executable, "-m", "lesionlib.nnunet.predict_worker", spec_path])
             outputs = []
-            for rec, img in zip(records, images):
+            for rec, (shape, affine, codes) in zip(records, geometry):
                 raw_path = tmp / "out" / f"{rec.case_id}.nii.gz"
                 if not raw_path.is_file():
                     raise RuntimeError(f"{raw_path}: nnU-Net wrote no prediction for {rec.case_id}")
                 pred = load_nifti(raw_path)
-                if pred.shape != img.shape:
+                if pred.shape != shape:
                     raise RuntimeError(f"{raw_path}: prediction shape {pred.shape} differs from the input's "
-                                       f"{img.shape} ({rec.image_path})")
-                if not np.allclose(pred.affine, img.affine, atol=AFFINE_ATOL_MM):
+                                       f"{shape} ({rec.image_path})")
+                if not np.allclose(pred.affine, affine, atol=AFFINE_ATOL_MM):
                     raise RuntimeError(f"{raw_path}: prediction affine differs from the input's ({rec.image_path}):\n"
-                                       f"{pred.affine}\nvs\n{img.affine}")
-                mask = nib.Nifti1Image((np.asarray(pred.dataobj) > 0).astype(np.uint8), img.affine)
-                _copy_orientation_codes(img, mask)
+                                       f"{pred.affine}\nvs\n{affine}")
+                mask = nib.Nifti1Image((np.asarray(pred.dataobj) > 0).astype(np.uint8), affine)
+                set_geometry(mask, affine, codes)
                 outputs.append(save_nifti_atomic(mask, prediction_path(out_dir, rec.subject, rec.session)))
         self.timings_s["predict"] = time.perf_counter() - start
         return outputs
