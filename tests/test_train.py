@@ -175,3 +175,47 @@ def test_profile_settings(tmp_path):
     assert cfg.spacing_mm == (3.0, 3.0, 3.0) and cfg.patch_size == (32, 32, 32) and cfg.seed == 3
     assert TrainConfig.paper_adult().epochs == 200 and TrainConfig.paper_adult().lr == 0.01
     assert TrainConfig.paper_finetune("x.pt").epochs == 100
+
+
+def test_command_line_trains_finetunes_and_predicts(tmp_path, make_atlas_tree, make_child_tree, isolated_roots):
+    import argparse
+
+    import nibabel as nib
+
+    from lesionlib import bids
+    from lesionlib.training_cli import register_cli
+
+    parser = argparse.ArgumentParser()
+    register_cli(parser.add_subparsers(dest="command"))
+    atlas = make_atlas_tree(lesion_voxels={"r001s001": 30, "r001s002": 40, "r002s001": 200, "r002s002": 150})
+    child = make_child_tree()
+    common = ["--epochs", "1", "--iterations", "1", "--no-progress", "--no-augmentation", "--device", "cpu"]
+    args = parser.parse_args(["train", "--dataset", "atlas_v2", "--root", str(atlas), "--out", str(tmp_path / "adult"),
+                              "--val-fraction", "0.25", *common])
+    assert args.func(args) == 0
+    params = yaml.safe_load((tmp_path / "adult" / "params.yaml").read_text())
+    assert len(params["split"]["train"]) == 3 and len(params["split"]["val"]) == 1
+    assert params["config"]["patch_size"] == [32, 32, 32]  # the quick profile's
+
+    args = parser.parse_args(["train", "--dataset", "child_cohort", "--root", str(child), "--stage", "finetune",
+                              "--few-shot", "1", "--init-from", str(tmp_path / "adult" / "checkpoint_last.pt"),
+                              "--out", str(tmp_path / "ft"), *common])
+    assert args.func(args) == 0
+    params = yaml.safe_load((tmp_path / "ft" / "params.yaml").read_text())
+    assert params["parent"]["run_dir"] == str((tmp_path / "adult").resolve())
+    [trained] = params["split"]["few_shot"]["train"]
+
+    args = parser.parse_args(["predict", "--dataset", "child_cohort", "--root", str(child), "--checkpoint",
+                              str(tmp_path / "ft" / "checkpoint_last.pt"), "--out", str(tmp_path / "pred"),
+                              "--exclude-split", str(tmp_path / "ft" / "params.yaml"), "--device", "cpu",
+                              "--no-progress"])
+    assert args.func(args) == 0
+    written = sorted((tmp_path / "pred").rglob("*_desc-lesion_mask.nii.gz"))
+    assert len(written) == 2  # 4 child images minus the trained one and its other session
+    trained_subject = trained.split("/sub-")[1].split("_")[0]
+    assert all(f"sub-{trained_subject}_" not in p.name for p in written)
+    for path in written:
+        ent = bids.parse_entities(path.name)
+        source = nib.load(bids.child_t1w_path(child, ent["sub"], ent["ses"]))
+        assert nib.load(path).shape == source.shape
+        np.testing.assert_allclose(nib.load(path).affine, source.affine)
