@@ -303,3 +303,31 @@ def test_gnb_trained_on_synthetic_adults_segments_synthetic_children(tmp_path):
         np.testing.assert_allclose(pred.affine, truth.affine)
         scores.append(dice(np.asanyarray(pred.dataobj), np.asanyarray(truth.dataobj)))
     assert np.mean(scores) > 0.3, scores
+
+
+def test_lesiongnb_commands_fit_and_predict(synthetic_cases, tmp_path):
+    import argparse
+    import shutil
+
+    from lesionlib import bids
+    from lesionlib.baselines.cli import register_cli
+
+    root = tmp_path / "atlas"
+    for n, record in enumerate(synthetic_cases["train"][:3] + synthetic_cases["test"][:1], start=1):
+        subject = bids.atlas_subject(1, n)
+        for src, dst in ((record.image_path, bids.atlas_t1w_path(root, subject)),
+                         (record.mask_path, bids.atlas_mask_path(root, subject))):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dst)
+    parser = argparse.ArgumentParser()
+    register_cli(parser.add_subparsers(dest="command", required=True))
+    model = tmp_path / "gnb.joblib"
+    common = ["--dataset", "synthetic_adult", "--root", str(root), "--no-progress"]
+    args = parser.parse_args(["lesiongnb", "fit", *common, "--model", str(model), "--resolution-mm", "3"])
+    assert args.func(args) == 0
+    assert LesionGnb.load(model).resolution_mm == 3.0
+    args = parser.parse_args(["lesiongnb", "predict", *common, "--model", str(model), "--out", str(tmp_path / "out")])
+    assert args.func(args) == 0
+    pred = nib.load(bids.prediction_path(tmp_path / "out", bids.atlas_subject(1, 4), "1"))
+    truth = nib.load(bids.atlas_mask_path(root, bids.atlas_subject(1, 4)))
+    assert dice(np.asanyarray(pred.dataobj), np.asanyarray(truth.dataobj)) > 0.1

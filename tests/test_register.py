@@ -271,3 +271,30 @@ def test_propagation_on_every_synthetic_child(tmp_path):
         scores[sub] = dice(np.asanyarray(prop.dataobj), np.asanyarray(truth.dataobj))
     failing = {s: round(d, 3) for s, d in scores.items() if d < 0.9}
     assert not failing, f"Dice < 0.9 for {failing} (all: {scores})"
+
+
+def test_propagate_command_over_a_child_dataset(child_sessions, tmp_path):
+    import argparse
+    import shutil
+
+    import pandas as pd
+
+    from lesionlib.baselines.cli import register_cli
+
+    root = tmp_path / "child"
+    for ses, img, mask in (("1", "img1", "mask1"), ("2", "img2", "mask2")):
+        for src, dst in ((img, bids.child_t1w_path(root, "01", ses)), (mask, bids.child_mask_path(root, "01", ses))):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(child_sessions[src], dst)
+    (root / "participants.tsv").write_text("participant_id\tage_months\tsex\tsite\nsub-01\t20\tF\tC01\n")
+    parser = argparse.ArgumentParser()
+    register_cli(parser.add_subparsers(dest="command", required=True))
+    out = tmp_path / "out"
+    args = parser.parse_args(["propagate", "--dataset", "synthetic_child", "--root", str(root), "--out", str(out),
+                              "--no-progress"])
+    assert args.func(args) == 0
+    mask = bids.prediction_path(out, "01", "2", desc="propagated")
+    assert mask.is_file() and (out / "qc" / "sub-01_propagation.png").is_file()
+    table = pd.read_csv(out / "propagation_metrics.csv")
+    assert list(table["case_id"]) == ["sub-01_ses-2"]
+    assert table["dice"].iloc[0] >= 0.9
