@@ -27,7 +27,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from lesionlib import config
 
@@ -36,6 +36,11 @@ __all__ = [
     "ADULT_TRAIN_SETS",
     "FEW_SHOT_N",
     "RunSpec",
+    "Cohorts",
+    "load_cohorts",
+    "training_records",
+    "evaluation_records",
+    "metrics_table",
     "expand_grid",
     "grid_by_id",
     "run_id_for",
@@ -262,6 +267,132 @@ def run_stage(spec: RunSpec, stage: str, *, results_root: Path | None = None,
         parameters=lambda out_dir: spec.notebook_parameters(stage, out_dir, results_root),
         run_params=spec.params(), timeout_s=timeout_s,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# What a cell trains on and is evaluated on (used by the train / evaluate / lesiongnb notebooks)
+# ---------------------------------------------------------------------------------------------
+
+ADULT_SPLIT_SEED = 0
+"""Seed of the adult train/validation split: fixed, so every run is validated on the same adults."""
+ADULT_VAL_FRACTION = 0.2
+
+
+@dataclass
+class Cohorts:
+    """The records of one profile and the splits every cell of the grid draws from.
+
+    ``adult_train``/``adult_val``: subject-level split of the adult cohort (seed
+    :data:`ADULT_SPLIT_SEED`, 20% validation), identical in every run. ``subset_train`` /
+    ``subset_val``: their members kept by the paper's ATLAS subset rule. ``few_shot``: the
+    :class:`lesionlib.samplers.FewShotSplit` of the child cohort for the run's seed (5 images from 5
+    children for training; ``few_shot.test``, every image of the other children, is the child test
+    set of *every* run of that seed, fine-tuned or not, so the columns of Table 1 are comparable).
+    """
+
+    adult: list
+    child: list
+    adult_train: list
+    adult_val: list
+    subset_train: list
+    subset_val: list
+    subset_report: dict[str, Any]
+    few_shot: Any
+
+    def split_description(self) -> dict[str, Any]:
+        """Serialisable description of all splits (written as ``split.yaml`` by the notebooks)."""
+        return {
+            "adult_split_seed": ADULT_SPLIT_SEED,
+            "adult_train": [r.case_id for r in self.adult_train],
+            "adult_val": [r.case_id for r in self.adult_val],
+            "subset_train": [r.case_id for r in self.subset_train],
+            "subset_val": [r.case_id for r in self.subset_val],
+            "subset_report": self.subset_report,
+            "few_shot": self.few_shot.to_dict(),
+        }
+
+
+def load_cohorts(profile: str, *, adult_dataset: str = "synthetic_adult", child_dataset: str = "synthetic_child",
+                 seed: int = 0, few_shot_n: int = FEW_SHOT_N, progress: bool = False) -> Cohorts:
+    """Discover both cohorts of ``profile`` and compute the splits (see :class:`Cohorts`).
+
+    Raises :class:`lesionlib.io.DataValidationError` (from discovery) when a cohort is missing.
+    """
+    from lesionlib.data import discover
+    from lesionlib.samplers import atlas_subset, few_shot_split, train_val_split
+
+    adult = discover(adult_dataset, profile=profile, progress=progress)
+    child = discover(child_dataset, profile=profile, progress=progress)
+    adult_train, adult_val = train_val_split(adult, val_fraction=ADULT_VAL_FRACTION, seed=ADULT_SPLIT_SEED)
+    kept, report = atlas_subset(adult, progress=progress)
+    kept_ids = {r.case_id for r in kept}
+    few_shot = few_shot_split(child, n_images=few_shot_n, seed=seed)
+    return Cohorts(adult, child, adult_train, adult_val,
+                   [r for r in adult_train if r.case_id in kept_ids], [r for r in adult_val if r.case_id in kept_ids],
+                   report.to_dict(), few_shot)
+
+
+def training_records(cohorts: Cohorts, train_set: str, fine_tuned: bool) -> tuple[list, list]:
+    """``(train, validation)`` records of a cell: the 5 child images (no validation) for fine-tuning
+    and child-only cells, else the adult (subset) training and validation split."""
+    if fine_tuned or train_set == "child5":
+        return list(cohorts.few_shot.train), []
+    if train_set == "adult_full":
+        return list(cohorts.adult_train), list(cohorts.adult_val)
+    if train_set == "adult_subset":
+        return list(cohorts.subset_train), list(cohorts.subset_val)
+    if train_set == "":  # LesionGnb: trained on the adult training split
+        return list(cohorts.adult_train), []
+    raise ValueError(f"unknown train_set {train_set!r}")
+
+
+def evaluation_records(cohorts: Cohorts, train_set: str, fine_tuned: bool) -> dict[str, list]:
+    """``{eval_set: records}`` of a cell: ``child_test`` always; ``adult_val`` for models trained on
+    adults and not fine-tuned (the subset's validation images for subset-trained models)."""
+    out: dict[str, list] = {}
+    if not fine_tuned and train_set in ("adult_full", ""):
+        out["adult_val"] = list(cohorts.adult_val)
+    elif not fine_tuned and train_set == "adult_subset":
+        out["adult_val"] = list(cohorts.subset_val)
+    out["child_test"] = list(cohorts.few_shot.test)
+    return out
+
+
+def metrics_table(records: Sequence[Any], pred_paths: Sequence[Path], *, eval_set: str, params: Mapping[str, Any],
+                  relative_to: Path | None = None, progress: bool = False):
+    """The ``metrics.csv`` rows of one evaluation set (the contract of :mod:`lesionlib.reporting.collect`).
+
+    Scores each prediction against its record's mask with :func:`lesionlib.metrics.evaluate_files`
+    and adds ``subject, session, eval_set, method, train_set, fine_tuned, seed, profile,
+    data_source, lesion_volume_ml`` (the true lesion volume, mL) and ``image_path``. ``pred_path`` is
+    written relative to ``relative_to`` (the run folder) when given, so a run folder can move.
+    """
+    import pandas as pd
+
+    from lesionlib.metrics import evaluate_files
+
+    records = list(records)
+    pred_paths = [Path(p) for p in pred_paths]
+    if len(records) != len(pred_paths):
+        raise ValueError(f"{len(records)} records but {len(pred_paths)} predictions")
+    missing = [r.image_path for r in records if r.mask_path is None]
+    if missing:
+        raise ValueError(f"cannot evaluate images without a lesion mask: {missing[:3]}")
+    table = evaluate_files([(r.case_id, p, Path(r.mask_path)) for r, p in zip(records, pred_paths)], progress=progress)
+    by_id = {r.case_id: r for r in records}
+    table.insert(1, "subject", [by_id[c].subject for c in table["case_id"]])
+    table.insert(2, "session", [by_id[c].session for c in table["case_id"]])
+    for key in ("method", "train_set", "fine_tuned", "seed", "profile", "data_source"):
+        table[key] = params[key]
+    table["eval_set"] = eval_set
+    table["lesion_volume_ml"] = [by_id[c].lesion_volume_ml if by_id[c].lesion_volume_ml is not None
+                                 else float("nan") for c in table["case_id"]]
+    table["image_path"] = [str(by_id[c].image_path) for c in table["case_id"]]
+    if relative_to is not None:
+        base = Path(relative_to).resolve()
+        table["pred_path"] = [str(Path(p).resolve().relative_to(base)) if Path(p).resolve().is_relative_to(base)
+                              else str(p) for p in table["pred_path"]]
+    return pd.DataFrame(table)
 
 
 def run_report(name: str, profile: str = config.DEFAULT_PROFILE, *, results_root: Path | None = None,

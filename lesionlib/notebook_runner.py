@@ -65,22 +65,26 @@ def py_to_ipynb(source: Path, target: Path) -> Path:
     return Path(target)
 
 
-def _move_into(src_dir: Path, dst_dir: Path, last: str) -> None:
-    """Move every entry of ``src_dir`` into ``dst_dir`` (replacing), the entry named ``last`` last."""
-    entries = sorted(src_dir.iterdir(), key=lambda p: p.name == last)
-    for entry in entries:
+def _move_into(src_dir: Path, dst_dir: Path, skip: tuple[str, ...] = ()) -> None:
+    """Move every entry of ``src_dir`` into ``dst_dir``, replacing same-named entries, except ``skip``."""
+    for entry in sorted(src_dir.iterdir()):
+        if entry.name in skip:
+            continue
         target = dst_dir / entry.name
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
         os.replace(entry, target)
 
 
-def _merge_params(run_dir: Path, run_params: Mapping[str, Any], stage: str, stage_params: Mapping[str, Any],
-                  notebook: Path, duration_s: float) -> None:
+def _merge_params(run_dir: Path, staged: Path, run_params: Mapping[str, Any], stage: str,
+                  stage_params: Mapping[str, Any], notebook: Path, duration_s: float) -> None:
+    """``<run_dir>/params.yaml`` = earlier stages' entries, updated with a ``params.yaml`` the notebook
+    wrote itself (``staged``, if any), then with ``run_params``; plus this stage's record."""
     path = run_dir / "params.yaml"
     current: dict[str, Any] = {}
-    if path.is_file():
-        current = yaml.safe_load(path.read_text()) or {}
+    for source in (path, staged):
+        if source.is_file():
+            current.update(yaml.safe_load(source.read_text()) or {})
     current.update({k: v for k, v in run_params.items()})
     stages = dict(current.get("stages") or {})
     stages[stage] = {
@@ -165,8 +169,12 @@ def run_notebook(notebook: Path, run_dir: Path, *, stage: str,
             raise StageFailed(notebook, failed, exc) from exc
         raise
     source.unlink(missing_ok=True)
-    _merge_params(run_dir, dict(run_params or {}), stage, params, notebook, time.monotonic() - started)
-    _move_into(staging, run_dir, last=executed.name)
+    # outputs first, then the parameters, and the executed notebook (the "finished" marker) last
+    _move_into(staging, run_dir, skip=(executed.name, "params.yaml"))
+    _merge_params(run_dir, staging / "params.yaml", dict(run_params or {}), stage, params, notebook,
+                  time.monotonic() - started)
+    (staging / "params.yaml").unlink(missing_ok=True)
+    os.replace(executed, run_dir / executed.name)
     staging.rmdir()
     log.info("%s/%s finished in %.1f s", run_dir.name, stage, time.monotonic() - started)
     return run_dir / executed.name

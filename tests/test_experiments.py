@@ -188,3 +188,74 @@ def test_runner_failure_leaves_nothing_that_looks_finished(stage_notebook, tmp_p
     partial = (failed / "evaluate.FAILED.ipynb").read_text()
     assert "asked to fail" in partial  # the partial notebook shows the error
     assert "asked to fail" in (failed / "error.txt").read_text()
+
+
+# ---------------------------------------------------------------- what a cell trains and is evaluated on
+def _cohorts():
+    from types import SimpleNamespace
+
+    from lesionlib.experiments import Cohorts
+
+    few = SimpleNamespace(train=["c1", "c2"], test=["c3", "c4"], to_dict=lambda: {"train": ["c1", "c2"]})
+    return Cohorts(adult=[], child=[], adult_train=["a1", "a2", "a3"], adult_val=["v1", "v2"],
+                   subset_train=["a2"], subset_val=["v2"], subset_report={}, few_shot=few)
+
+
+def test_training_and_evaluation_sets_per_cell():
+    from lesionlib.experiments import evaluation_records, training_records
+
+    c = _cohorts()
+    assert training_records(c, "adult_full", False) == (["a1", "a2", "a3"], ["v1", "v2"])
+    assert training_records(c, "adult_subset", False) == (["a2"], ["v2"])
+    assert training_records(c, "adult_subset", True) == (["c1", "c2"], [])
+    assert training_records(c, "child5", False) == (["c1", "c2"], [])
+    assert training_records(c, "", False) == (["a1", "a2", "a3"], [])
+    assert evaluation_records(c, "adult_full", False) == {"adult_val": ["v1", "v2"], "child_test": ["c3", "c4"]}
+    assert evaluation_records(c, "adult_subset", False) == {"adult_val": ["v2"], "child_test": ["c3", "c4"]}
+    # fine-tuned and child-only models: only the child test set, the same one as the other cells
+    assert evaluation_records(c, "adult_full", True) == {"child_test": ["c3", "c4"]}
+    assert evaluation_records(c, "child5", False) == {"child_test": ["c3", "c4"]}
+    with pytest.raises(ValueError):
+        training_records(c, "everything", False)
+
+
+def test_metrics_table_meets_the_collect_contract(tmp_path):
+    """Rows written by metrics_table are read back by the book's collector without loss."""
+    import nibabel as nib
+    import numpy as np
+    import pandas as pd
+
+    from lesionlib.data.records import ImageRecord
+    from lesionlib.experiments import metrics_table
+    from lesionlib.reporting.collect import collect_runs
+
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    gt = np.zeros((12, 12, 12), np.uint8)
+    gt[4:8, 4:8, 4:8] = 1
+    pred = np.zeros_like(gt)
+    pred[4:8, 4:8, 5:8] = 1
+    run_dir = tmp_path / "results" / "quick" / "unet_child5_seed0"
+    records, preds = [], []
+    for subject, p in (("01", pred), ("02", np.zeros_like(gt))):
+        image = tmp_path / f"sub-{subject}_T1w.nii.gz"
+        mask = tmp_path / f"sub-{subject}_mask.nii.gz"
+        nib.save(nib.Nifti1Image(gt.astype(np.float32), affine), image)
+        nib.save(nib.Nifti1Image(gt, affine), mask)
+        out = run_dir / "predictions" / f"sub-{subject}.nii.gz"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(p, affine), out)
+        records.append(ImageRecord("synthetic_child", subject, "1", image, mask, domain="child",
+                                   lesion_volume_ml=0.512))
+        preds.append(out)
+    params = {"method": "unet", "train_set": "child5", "fine_tuned": False, "seed": 0, "profile": "quick",
+              "data_source": "synthetic"}
+    table = metrics_table(records, preds, eval_set="child_test", params=params, relative_to=run_dir)
+    assert table["pred_path"].tolist() == ["predictions/sub-01.nii.gz", "predictions/sub-02.nii.gz"]
+    assert table.loc[0, "dice"] == pytest.approx(2 * 48 / (48 + 64))
+    assert np.isnan(table.loc[1, "hausdorff_mm"])  # empty prediction: undefined, kept
+    table.to_csv(run_dir / "metrics.csv", index=False)
+    back = collect_runs(tmp_path / "results", "quick")
+    assert len(back) == 2 and back["subject"].tolist() == ["01", "02"]
+    assert pd.Series(back["pred_path"]).map(lambda p: Path(p).is_file()).all()  # resolved against the run folder
+    with pytest.raises(ValueError, match="records but"):
+        metrics_table(records, preds[:1], eval_set="child_test", params=params)
