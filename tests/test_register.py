@@ -137,8 +137,21 @@ def test_resample_identity_between_orientations_preserves_world_positions():
     np.testing.assert_allclose(out.affine, lps)
 
 
-def test_transform_to_ras_matrix_matches_itk_point_mapping():
-    t = sitk.Euler3DTransform((1.0, 2.0, 3.0), 0.1, -0.2, 0.3, (4.0, -5.0, 6.0))
+def _euler() -> sitk.Transform:
+    return sitk.Euler3DTransform((1.0, 2.0, 3.0), 0.1, -0.2, 0.3, (4.0, -5.0, 6.0))
+
+
+def _composite() -> sitk.Transform:
+    affine = sitk.AffineTransform(3)
+    affine.SetMatrix((1.1, 0.1, 0.0, 0.0, 0.9, 0.05, 0.0, 0.0, 1.05))
+    affine.SetTranslation((3.0, -2.0, 1.0))
+    affine.SetCenter((10.0, 0.0, -5.0))
+    return sitk.CompositeTransform([_euler(), affine])
+
+
+@pytest.mark.parametrize("make", [_euler, _composite])
+def test_transform_to_ras_matrix_matches_itk_point_mapping(make):
+    t = make()
     m = transform_to_ras_matrix(t)
     p_ras = np.array([10.0, -20.0, 30.0])
     q_lps = np.array(t.TransformPoint((-p_ras[0], -p_ras[1], p_ras[2])))
