@@ -193,66 +193,84 @@ def test_folds_and_splits_are_checked(tmp_path):
 
 
 # --------------------------------------------------------------------------- the real pipeline
-@pytest.mark.slow
-def test_pipeline_train_predict_evaluate_finetune(tmp_path):
-    """export -> plan/preprocess -> 1x2-iteration training -> predict -> evaluate -> fine-tune -> predict."""
-    src = tmp_path / "src"
-    adult_train = [make_case(src / "adult", f"a{i}", "1", i, RAS_3MM) for i in range(4)]
-    child_train = [make_case(src / "child", f"c{i}", "1", 10 + i, LPS_ANISO) for i in range(3)]
+@pytest.fixture(scope="module")
+def adult_model(tmp_path_factory):
+    """An adult dataset (4 RAS cases) exported, planned, preprocessed and trained for 1 x 2 iterations."""
+    tmp = tmp_path_factory.mktemp("nnunet_adult")
+    src = tmp / "src"
+    train = [make_case(src / "adult", f"a{i}", "1", i, RAS_3MM) for i in range(4)]
     child_test = [make_case(src / "child", "c9", "2", 19, LPS_ANISO, shape=(30, 32, 28))]
-    ws = tmp_path / "ws"
+    adult = NnUNetRun(tmp / "ws", 901, "Adult", device="cpu", num_processes=0)
+    adult.export(train, child_test, progress=False)
+    plans_file = adult.plan_and_preprocess(verify=False)  # nnU-Net's integrity check runs on the child data
+    # nnU-Net's final validation (here: re-predicting the 4 training cases) would cost ~40 s
+    fold_dir = adult.train("all", epochs=1, iterations=2, final_validation=False)
+    return {"run": adult, "tmp": tmp, "train": train, "child_test": child_test, "plans_file": plans_file,
+            "fold_dir": fold_dir}
 
-    adult = NnUNetRun(ws, 901, "Adult", device="cpu", num_processes=0)
-    adult.export(adult_train, child_test, progress=False)
-    plans_file = adult.plan_and_preprocess(verify=False)  # nnU-Net's integrity check runs on the child data below
-    plans = json.loads(plans_file.read_text())
+
+@pytest.mark.slow
+def test_plan_train_predict_evaluate(adult_model):
+    """plan/preprocess -> 1 x 2-iteration training -> predict (on the input grids) -> evaluate."""
+    adult, tmp, child_test = adult_model["run"], adult_model["tmp"], adult_model["child_test"]
+    plans = json.loads(adult_model["plans_file"].read_text())
     assert plans["dataset_name"] == "Dataset901_Adult" and "3d_fullres" in plans["configurations"]
     assert list((adult.preprocessed_dir / "nnUNetPlans_3d_fullres").glob("sub-a0_ses-1*"))
 
-    # nnU-Net's final validation (here: re-predicting the 4 training cases) would cost ~40 s
-    fold_dir = adult.train("all", epochs=1, iterations=2, final_validation=False)
-    assert fold_dir == ws.resolve() / "nnUNet_results/Dataset901_Adult" / \
+    fold_dir = adult_model["fold_dir"]
+    assert fold_dir == (tmp / "ws").resolve() / "nnUNet_results/Dataset901_Adult" / \
         "nnUNetTrainer_lesionlib_E1_I2_V1_NoFinalVal__nnUNetPlans__3d_fullres/fold_all"
     debug = json.loads((fold_dir / "debug.json").read_text())  # nnU-Net's dump of the trainer's attributes
     assert (debug["num_epochs"], debug["num_iterations_per_epoch"], debug["num_val_iterations_per_epoch"]) \
         == ("1", "2", "1")
     assert (fold_dir / "checkpoint_final.pth").is_file() and not (fold_dir / "validation").exists()
 
-    pred_dir = tmp_path / "pred_adult"
-    preds = adult.predict(child_test + adult_train[:1], pred_dir, tta=False)
-    for rec, pred_path in zip(child_test + adult_train[:1], preds):
+    pred_dir = tmp / "pred_adult"
+    cases = child_test + adult_model["train"][:1]
+    preds = adult.predict(cases, pred_dir, tta=False)
+    for rec, pred_path in zip(cases, preds):
         img, pred = nib.load(rec.image_path), nib.load(pred_path)
         assert pred.shape == img.shape and np.array_equal(pred.affine, img.affine)
         assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1}
     assert nib.aff2axcodes(nib.load(preds[0]).affine) == nib.aff2axcodes(LPS_ANISO)
     assert not list(pred_dir.glob(".nnunet_predict_*"))  # temporary nnU-Net outputs cleaned up
 
-    table = adult.evaluate(child_test, pred_dir, out_csv=tmp_path / "metrics.csv",
+    table = adult.evaluate(child_test, pred_dir, out_csv=tmp / "metrics.csv",
                            metadata={"eval_set": "child_test", "train_set": "adult_full", "fine_tuned": False})
     assert list(table["case_id"]) == ["sub-c9_ses-2"]
     assert table.loc[0, "method"] == "nnunet" and table.loc[0, "eval_set"] == "child_test"
     assert 0.0 <= table.loc[0, "dice"] <= 1.0
     assert table.loc[0, "lesion_volume_ml"] == pytest.approx(child_test[0].lesion_volume_ml)
-    assert (tmp_path / "metrics.csv").read_text().startswith("case_id,")
+    assert (tmp / "metrics.csv").read_text().startswith("case_id,")
+    print("adult stage timings (s):", {k: round(v, 1) for k, v in adult.timings_s.items()})
 
-    child = NnUNetRun(ws, 902, "Child", device="cpu", num_processes=0)
+
+@pytest.mark.slow
+def test_finetune_with_transferred_plans_and_pretrained_weights(adult_model):
+    """The child run (its own workspace) gets the adult plans, preprocesses with them, trains from the adult weights."""
+    adult, tmp, child_test = adult_model["run"], adult_model["tmp"], adult_model["child_test"]
+    child_train = [make_case(tmp / "src" / "child", f"c{i}", "1", 10 + i, LPS_ANISO) for i in range(3)]
+    child = NnUNetRun(tmp / "ws_child", 902, "Child", device="cpu", num_processes=0)
     child.export(child_train, progress=False)
     ft_dir = child.finetune(adult, epochs=1, iterations=2, final_validation=False, verify=True)
+
+    plans_file = adult_model["plans_file"]
+    assert (child.paths.preprocessed / "Dataset901_Adult" / "nnUNetPlans.json").read_text() == plans_file.read_text()
+    adult_cfg = json.loads(plans_file.read_text())["configurations"]["3d_fullres"]
     child_plans = json.loads(child.plans_file("nnUNetPlans_fromDataset901").read_text())
-    adult_cfg, child_cfg = plans["configurations"]["3d_fullres"], child_plans["configurations"]["3d_fullres"]
+    child_cfg = child_plans["configurations"]["3d_fullres"]
     assert child_plans["dataset_name"] == "Dataset902_Child"
     for key in ("patch_size", "spacing", "architecture"):
         assert child_cfg[key] == adult_cfg[key]  # the adult's plans, hence the adult's network topology
     assert ft_dir.parent.name == "nnUNetTrainer_lesionlib_E1_I2_V1_NoFinalVal__nnUNetPlans_fromDataset901__3d_fullres"
     train_log = next(child.paths.logs.glob("Dataset902_Child_train_*.log")).read_text()
     assert "Loading pretrained weights from file" in train_log
-    assert str(fold_dir / "checkpoint_final.pth") in train_log
+    assert str(adult_model["fold_dir"] / "checkpoint_final.pth") in train_log
 
-    ft_preds = child.predict(child_test, tmp_path / "pred_ft", tta=True)
+    ft_preds = child.predict(child_test, tmp / "pred_ft", tta=True)
     ft, test_img = nib.load(ft_preds[0]), nib.load(child_test[0].image_path)
     assert ft.shape == test_img.shape and np.array_equal(ft.affine, test_img.affine)
-    print("stage timings (s):", {**{f"adult/{k}": round(v, 1) for k, v in adult.timings_s.items()},
-                                 **{f"child/{k}": round(v, 1) for k, v in child.timings_s.items()}})
+    print("child stage timings (s):", {k: round(v, 1) for k, v in child.timings_s.items()})
 
 
 def test_cli_export_and_missing_plans(tmp_path, monkeypatch):
