@@ -16,6 +16,9 @@ import sys
 SUBCOMMAND_MODULES = [
     "lesionlib.synth.cli",      # lesionlib synth
     "lesionlib.data.cli",       # lesionlib validate, lesionlib discover
+    "lesionlib.training_cli",   # lesionlib train, lesionlib predict (U-Net, Res-U-Net)
+    "lesionlib.nnunet.cli",     # lesionlib nnunet {export,plan,train,finetune,predict,evaluate}
+    "lesionlib.baselines.cli",  # lesionlib lesiongnb {fit,predict}, lesionlib propagate
 ]
 
 
