@@ -207,7 +207,8 @@ def collect_runs(results_root: Path, profile: str) -> pd.DataFrame:
 @dataclass(frozen=True)
 class RunStatus:
     """State of one expected run folder: ``finished`` (metrics.csv), ``failed`` (a ``FAILED-*``
-    attempt and no metrics), ``running`` (a staging folder), ``missing`` (nothing)."""
+    attempt and no metrics), ``running`` (a staging folder), ``partial`` (some stages finished,
+    e.g. trained but not evaluated yet), ``missing`` (nothing)."""
 
     run_id: str
     status: str
