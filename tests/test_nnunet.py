@@ -297,3 +297,40 @@ def test_cli_export_and_missing_plans(tmp_path, monkeypatch):
     args = parser.parse_args([a.format("train") for a in base] + ["--epochs", "1", "--iterations", "1"])
     with pytest.raises(FileNotFoundError, match="plan_and_preprocess"):
         args.func(args)
+
+
+def test_interrupted_stage_stops_its_processes(tmp_path, monkeypatch):
+    """An exception while waiting for a stage (e.g. Ctrl-C) terminates its whole process group."""
+    import subprocess
+    import time
+
+    run = NnUNetRun(tmp_path / "ws", 1, "Toy", device="cpu")
+    pid_file = tmp_path / "worker.pid"
+    # the stage starts a worker of its own (as nnU-Net does) and writes the worker's pid
+    script = ("import subprocess, sys, time; "
+              "w = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+              f"open({str(pid_file)!r}, 'w').write(str(w.pid)); time.sleep(60)")
+    real_wait = subprocess.Popen.wait
+
+    def wait_then_interrupt(self, timeout=None):
+        if timeout is not None:  # the clean-up's waits
+            return real_wait(self, timeout)
+        deadline = time.monotonic() + 30
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(subprocess.Popen, "wait", wait_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run._run("sleepy", [sys.executable, "-c", script])
+    monkeypatch.undo()
+
+    worker = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        stat = Path(f"/proc/{worker}/stat")
+        if not stat.exists() or stat.read_text().split()[2] == "Z":  # gone, or killed and awaiting reaping
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"worker process {worker} of the interrupted stage is still running")

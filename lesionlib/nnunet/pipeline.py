@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -115,6 +117,20 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     # nnU-Net's progress bars write carriage returns: keep only each line's final state
     rows = [row.rsplit("\r", 1)[-1] for row in text.splitlines()]
     return "\n".join(rows[-lines:])
+
+
+def _stop_process_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """Terminate a stage's process group (the nnU-Net command and its workers), then kill it."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, grace_s)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _write_json_atomic(obj: object, path: Path) -> None:
@@ -214,11 +230,18 @@ class NnUNetRun:
         with open(log_path, "a") as fh:
             fh.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(map(str, cmd))}\n")
             fh.flush()
-            proc = subprocess.run([str(c) for c in cmd], env=self.environment(training=training), cwd=self.paths.root,
-                                  stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            # own process group, so that an interrupted stage takes nnU-Net's worker processes with it
+            proc = subprocess.Popen([str(c) for c in cmd], env=self.environment(training=training),
+                                    cwd=self.paths.root, stdout=fh, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            try:
+                returncode = proc.wait()
+            except BaseException:
+                _stop_process_group(proc)
+                raise
         seconds = time.perf_counter() - start
-        if proc.returncode != 0:
-            raise NnUNetStageError(stage, log_path, proc.returncode, _tail(log_path))
+        if returncode != 0:
+            raise NnUNetStageError(stage, log_path, returncode, _tail(log_path))
         self.timings_s[stage] = seconds
         log.info("nnU-Net %s (%s) done in %.1f s", stage, self.dataset, seconds)
         return seconds
