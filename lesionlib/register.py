@@ -177,8 +177,10 @@ class RegistrationSettings:
         ``level / 2`` mm; a last full-resolution, unsmoothed level is always added.
     n_bins
         Mattes mutual-information histogram bins.
-    sampling_fraction
-        Fraction of fixed-image voxels sampled (randomly, with ``seed``) at each iteration.
+    sampling_fraction, max_samples
+        Fraction of the fixed image's voxels (at each level's resolution) sampled randomly, with
+        ``seed``, at each iteration, capped at ``max_samples`` voxels: a 3 mm volume uses ~50 000,
+        a 1 mm volume is capped (mutual information needs a few 10^4 samples, not millions).
     iterations
         Maximum gradient-descent iterations per level.
     """
@@ -186,6 +188,7 @@ class RegistrationSettings:
     levels_mm: tuple[float, ...] = (8.0, 4.0)
     n_bins: int = 32
     sampling_fraction: float = 0.25
+    max_samples: int = 100_000
     iterations: int = 200
     seed: int = 0
 
@@ -201,6 +204,14 @@ class RegistrationSettings:
         sigmas.append(0.0)
         return shrinks, sigmas
 
+    def sampling_per_level(self, size: Sequence[int], shrinks: Sequence[int]) -> list[float]:
+        """Sampling fraction per level for an image of ``size`` voxels and the given shrink factors."""
+        out = []
+        for shrink in shrinks:
+            n_voxels = float(np.prod([max(1, int(n) // shrink) for n in size]))
+            out.append(float(min(self.sampling_fraction, self.max_samples / n_voxels)))
+        return out
+
 
 def _prepare(image: ImageLike | sitk.Image) -> sitk.Image:
     if isinstance(image, sitk.Image):
@@ -213,7 +224,8 @@ def _run_stage(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform,
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.n_bins)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(settings.sampling_fraction, settings.seed)
+    shrinks, sigmas = settings.pyramid(fixed.GetSpacing())
+    reg.SetMetricSamplingPercentagePerLevel(settings.sampling_per_level(fixed.GetSize(), shrinks), settings.seed)
     if fixed_mask is not None:
         reg.SetMetricFixedMask(fixed_mask)
     reg.SetInterpolator(sitk.sitkLinear)
@@ -221,7 +233,6 @@ def _run_stage(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform,
         learningRate=2.0, minStep=1e-3, numberOfIterations=settings.iterations,
         relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
     reg.SetOptimizerScalesFromPhysicalShift()
-    shrinks, sigmas = settings.pyramid(fixed.GetSpacing())
     reg.SetShrinkFactorsPerLevel(shrinks)
     reg.SetSmoothingSigmasPerLevel(sigmas)
     reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
