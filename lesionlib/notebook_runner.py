@@ -144,7 +144,7 @@ def run_notebook(notebook: Path, run_dir: Path, *, stage: str,
         shutil.rmtree(staging)
     staging.mkdir()
     params = dict(parameters(staging) if callable(parameters) else parameters)
-    source = staging.parent / f".{stage}.source.ipynb"
+    source = staging / f".{stage}.source.ipynb"
     executed = staging / f"{stage}.ipynb"
     started = time.monotonic()
     try:
@@ -163,7 +163,6 @@ def run_notebook(notebook: Path, run_dir: Path, *, stage: str,
         if (failed / executed.name).exists():
             os.replace(failed / executed.name, failed / f"{stage}.FAILED.ipynb")
         (failed / "error.txt").write_text("".join(traceback.format_exception(exc)))
-        source.unlink(missing_ok=True)
         log.error("%s/%s failed; partial notebook in %s", run_dir.name, stage, failed)
         if isinstance(exc, Exception):
             raise StageFailed(notebook, failed, exc) from exc

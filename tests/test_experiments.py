@@ -165,7 +165,7 @@ def test_runner_success_moves_outputs_and_records_params(stage_notebook, tmp_pat
                        run_params={"run_id": "r", "seed": 0})
     assert out == run_dir / "train.ipynb" and out.is_file()
     assert (run_dir / "metrics.csv").is_file() and (run_dir / "predictions" / "p.txt").is_file()
-    assert not list(run_dir.glob(".partial-*")) and not list(run_dir.glob(".*.source.ipynb"))
+    assert not list(run_dir.glob(".partial-*")) and not list(run_dir.glob(".*.ipynb"))
     params = yaml.safe_load((run_dir / "params.yaml").read_text())
     assert params["run_id"] == "r" and "train" in params["stages"]
     # a second stage adds to the same folder (replacing same-named outputs) and to params.yaml

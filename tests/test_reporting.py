@@ -207,3 +207,20 @@ def test_provenance_has_commit_versions_and_manifest_hash(tmp_path):
     html = provenance_html(prov)
     assert "quick" in html and prov["manifest"]["sha256"] in html
     assert manifest_sha256(tmp_path / "absent.yaml")["sha256"] == "absent"
+
+
+def test_paired_wilcoxon_compares_each_model_with_the_baseline():
+    rng = np.random.default_rng(3)
+    gnb = rng.uniform(0.1, 0.4, 10)
+    unet = gnb + rng.uniform(0.05, 0.3, 10)
+    rows = (_rows("lesiongnb", "", False, 0, "child_test", list(gnb), [1.0] * 10)
+            + _rows("unet", "adult_full", False, 0, "child_test", list(unet), [1.0] * 10)
+            + _rows("unet", "adult_full", True, 0, "child_test", list(unet + 0.1), [1.0] * 10))
+    out = stats.paired_wilcoxon(pd.DataFrame(rows), "dice")
+    assert len(out) == 2  # U-Net (no FT) vs LesionGnb, U-Net (FT) vs LesionGnb
+    assert set(out["fine_tuned"]) == {False, True}
+    for r in out.itertuples():
+        assert {r.method_a, r.method_b} == {"lesiongnb", "unet"} and r.n_pairs == 10
+    ref = sps.wilcoxon(gnb, unet)
+    row = out[~out["fine_tuned"].astype(bool)].iloc[0]
+    assert row.p_value == pytest.approx(ref.pvalue)

@@ -226,7 +226,7 @@ def run_status(results_root: Path, profile: str, expected_run_ids: Iterable[str]
     profile_dir = Path(results_root) / profile
     seen: dict[str, RunStatus] = {}
     for run_dir in _run_dirs(profile_dir):
-        notebooks = tuple(sorted(run_dir.glob("*.ipynb")))
+        notebooks = tuple(sorted(p for p in run_dir.glob("*.ipynb") if not p.name.startswith(".")))
         failed = tuple(sorted(run_dir.glob("FAILED-*/*.FAILED.ipynb")))
         if (run_dir / "metrics.csv").is_file():
             status = "finished"

@@ -157,21 +157,32 @@ def seed_spread(df: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def paired_wilcoxon(df: pd.DataFrame, metric: str = "dice", *,
                     by: Sequence[str] = ("train_set", "eval_set", "fine_tuned"),
-                    methods: Sequence[str] | None = None) -> pd.DataFrame:
+                    methods: Sequence[str] | None = None, reference: str | None = "lesiongnb") -> pd.DataFrame:
     """Two-sided paired Wilcoxon signed-rank tests between methods on the same cases.
 
     Within each group of ``by`` (e.g. trained on the adult subset, child test, not fine-tuned),
     every pair of methods is compared on the cases both evaluated with a defined value
-    (per-case means over seeds). Benjamini–Hochberg q-values are computed over all tests returned.
+    (per-case means over seeds). The ``reference`` method (LesionGnb, which has a single training
+    condition) is added to every group of the same ``eval_set`` so each model is also tested
+    against the baseline. Benjamini–Hochberg q-values are computed over all tests returned.
 
     Returns columns ``*by, method_a, method_b, metric, n_pairs, median_diff`` (a − b),
     ``statistic, p_value, q_value``; tests with fewer than 5 pairs or all-zero differences get NaN
     p-values (no test is possible), and are kept so the table says so.
     """
     per_case = case_means(df, metric)
+    ref_rows = per_case[per_case["method"] == reference] if reference else per_case.iloc[:0]
+    if reference:
+        per_case = per_case[per_case["method"] != reference]
+        if per_case.empty:  # only the reference: compare it with nothing, but keep its own groups
+            per_case = ref_rows
+            ref_rows = ref_rows.iloc[:0]
     rows = []
     for key, group in per_case.groupby(list(by), dropna=False, sort=True):
         key = key if isinstance(key, tuple) else (key,)
+        if len(ref_rows) and "eval_set" in by:
+            eval_set = dict(zip(by, key))["eval_set"]
+            group = pd.concat([group, ref_rows[ref_rows["eval_set"] == eval_set]], ignore_index=True)
         wide = group.pivot_table(index="case_id", columns="method", values=metric, aggfunc="first")
         names = [m for m in (methods or sorted(wide.columns)) if m in wide.columns]
         for a, b in itertools.combinations(names, 2):
