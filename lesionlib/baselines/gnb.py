@@ -30,7 +30,10 @@ MATLAB/SPM12 toolbox is ``jcgriffis/lesion_gnb``. This is a re-implementation of
 4. **Classifier**: scikit-learn ``GaussianNB`` with class priors [0.8936, 0.1064] (the toolbox's),
    trained on (F1, F2) of voxels of the affected hemisphere's brain mask of every training image,
    subsampled per image (all lesion voxels up to half the budget, the rest background); with fixed
-   priors the sampling ratio does not bias the classifier.
+   priors the sampling ratio does not bias the classifier. The class variances are floored at
+   the variance of the features' 0.01 rounding (step^2 / 12): a class whose feature is constant
+   (F2 = 0 in every voxel of CSF-filled lesions) would otherwise get a near-zero variance and
+   claim every voxel where that feature is 0.
 5. **Post-processing**: the binary label map is smoothed (8 mm FWHM), kept where > 0.25, and clusters
    smaller than ``min_cluster_ml`` (26-connectivity) are dropped. The toolbox's threshold is 100
    voxels on its 1.5 mm grid, i.e. 0.3375 mL; it is applied here as a volume, converted to voxels of
@@ -44,7 +47,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal, NamedTuple, Sequence
 
@@ -302,7 +305,7 @@ class LesionGnb:
     # ---- helpers
     def get_params(self) -> dict:
         """Constructor parameters (not the fitted state)."""
-        return {k: v for k, v in asdict(self).items() if not k.endswith("_")}
+        return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.endswith("_")}
 
     @property
     def min_cluster_voxels(self) -> int:
