@@ -1,6 +1,7 @@
 # The experiment grid of the paper as a Snakemake workflow.
 #
 #   snakemake --cores 2                                  # quick profile, local, then the book
+#                                                        # -> results/quick/_book/_build/html/index.html
 #   snakemake --cores 2 --config profile=gpu             # another profile of experiments.yaml
 #   snakemake --cores 2 runs                             # only the runs (no book)
 #   snakemake --workflow-profile workflow/profiles/slurm --config profile=paper   # SLURM, one GPU per job
@@ -39,9 +40,12 @@ wildcard_constraints:
 localrules: all, runs, book
 
 
+BOOK = P / "_book"  # one book per profile and results root: <results>/<profile>/_book/_build/html/
+
+
 rule all:
     input:
-        "_build/html/index.html",
+        BOOK / "_build" / "html" / "index.html",
 
 
 rule runs:
@@ -116,15 +120,15 @@ rule report:
         "({NOTEBOOK} --notebook tables && {NOTEBOOK} --notebook figures) > {log} 2>&1"
 
 
-# The book: pages execute against results/<profile>; Sphinx warnings are errors.
+# The book: pages execute against results/<profile>; Sphinx warnings are errors (-W -n --keep-going).
 rule book:
     input:
         rules.report.output,
         rules.runs.input,
     output:
-        "_build/html/index.html",
+        BOOK / "_build" / "html" / "index.html",
     log:
         P / "_logs" / "book.log",
     shell:
         "LESIONLIB_PROFILE={PROFILE} LESIONLIB_RESULTS={RESULTS} "
-        "{PY} -m lesionlib.reporting.book --profile {PROFILE} --results {RESULTS} > {log} 2>&1"
+        "{PY} -m lesionlib.reporting.book --profile {PROFILE} --results {RESULTS} --output {BOOK} > {log} 2>&1"
