@@ -47,6 +47,7 @@ __all__ = [
     "run_report",
     "run_stage",
     "stage_notebook",
+    "register_cli",
     "main",
 ]
 
@@ -424,10 +425,7 @@ def run_report(name: str, profile: str = config.DEFAULT_PROFILE, *, results_root
                         timeout_s=timeout_s)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``list`` the grid of a profile, or ``run`` one stage of one cell."""
-    parser = argparse.ArgumentParser(prog="python -m lesionlib.experiments", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_commands(sub: argparse._SubParsersAction) -> None:
     p_list = sub.add_parser("list", help="print run_id, method, train_set, fine_tuned, seed, parent")
     p_list.add_argument("--profile", default=config.DEFAULT_PROFILE)
     p_run = sub.add_parser("run", help="execute one stage of one run")
@@ -441,9 +439,9 @@ def main(argv: list[str] | None = None) -> int:
     p_rep.add_argument("--notebook", required=True, choices=REPORT_NOTEBOOKS)
     p_rep.add_argument("--results", type=Path, default=None, help="results root (default $LESIONLIB_RESULTS)")
     p_rep.add_argument("--timeout-s", type=float, default=None, help="per-cell timeout")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+
+
+def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "report":
         run_report(args.notebook, args.profile, results_root=args.results, timeout_s=args.timeout_s)
         return 0
@@ -457,6 +455,25 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown run id {args.run_id!r} in profile {args.profile!r}")
     run_stage(grid[args.run_id], args.stage, results_root=args.results, timeout_s=args.timeout_s)
     return 0
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """``lesionlib grid {list,run,report}`` (for :mod:`lesionlib.cli`)."""
+    parser = subparsers.add_parser("grid", help="the experiment grid: list cells, run a stage, run a report notebook",
+                                   description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_commands(sub)
+    parser.set_defaults(func=lambda args: _dispatch(args, parser))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``list`` the grid of a profile, ``run`` one stage of one cell, or a ``report`` notebook."""
+    parser = argparse.ArgumentParser(prog="python -m lesionlib.experiments", description=__doc__.splitlines()[0])
+    _add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    return _dispatch(args, parser)
 
 
 if __name__ == "__main__":
