@@ -34,7 +34,7 @@ from typing import Any, Iterator, Sequence
 import nibabel as nib
 import numpy as np
 import torch
-from monai.transforms import Compose, RandCropByPosNegLabeld
+from monai.transforms import Compose
 from scipy import ndimage
 from tqdm.auto import tqdm
 
@@ -51,6 +51,7 @@ __all__ = [
     "FewShotSplit",
     "few_shot_split",
     "sample_seed",
+    "lesion_centred_crop",
     "PatchDataset",
 ]
 
@@ -333,19 +334,51 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def lesion_centred_crop(image: torch.Tensor, label: torch.Tensor, patch_size: Sequence[int],
+                        rng: np.random.Generator, foreground_fraction: float,
+                        foreground_indices: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Crop ``patch_size`` from ``(C, X, Y, Z)`` tensors, centred on a lesion voxel with probability
+    ``foreground_fraction`` (nnU-Net's oversampling), else at a uniformly random position.
+
+    Equivalent in distribution to MONAI's ``RandCropByPosNegLabeld(pos=f, neg=1-f)`` except that
+    negative patches are placed uniformly instead of centred on a background voxel, which avoids
+    listing every voxel of the volume at each call: for a 150 x 180 x 150 volume and 128^3 patches,
+    MONAI's transform took about 110 ms per patch and this function well under 1 ms (views; the
+    copy made by :class:`PatchDataset` adds a few ms), measured on 2 busy CPU cores. Patches always
+    lie inside the volume (the volume must be at least ``patch_size``). Returns views
+    ``(image_patch, label_patch, centred_on_lesion)``.
+    """
+    spatial = np.array(image.shape[1:])
+    patch = np.array([int(p) for p in patch_size])
+    if np.any(spatial < patch):
+        raise ValueError(f"volume {tuple(spatial)} is smaller than the patch {tuple(patch)}; pad it first")
+    if foreground_indices is None:
+        foreground_indices = np.flatnonzero(label[0].numpy() > 0)
+    on_lesion = bool(rng.random() < foreground_fraction) and foreground_indices.size > 0
+    if on_lesion:
+        centre = np.array(np.unravel_index(int(foreground_indices[rng.integers(foreground_indices.size)]),
+                                           tuple(spatial)))
+        start = np.clip(centre - patch // 2, 0, spatial - patch)
+    else:
+        start = np.array([int(rng.integers(0, n - p + 1)) for n, p in zip(spatial, patch)])
+    region = (slice(None), *(slice(int(a), int(a + p)) for a, p in zip(start, patch)))
+    return image[region], label[region], on_lesion
+
+
 class PatchDataset(torch.utils.data.Dataset):
     """Training patches for ``n_epochs`` epochs of ``samples_per_epoch`` samples each.
 
     Item ``j`` is sample ``slot = j % samples_per_epoch`` of epoch ``j // samples_per_epoch``:
     a case drawn uniformly (with replacement) from ``volumes``, a ``patch_size`` crop centred on a
-    lesion voxel with probability ``foreground_fraction`` (else on any voxel), then ``augment``.
-    All randomness comes from :func:`sample_seed`.
+    lesion voxel with probability ``foreground_fraction`` (else placed uniformly; see
+    :func:`lesion_centred_crop`), then ``augment``. All randomness comes from :func:`sample_seed`.
 
     Parameters
     ----------
     volumes
         Indexable of preprocessed items ``{'image': (1, X, Y, Z), 'label': (1, X, Y, Z)}`` with
         X, Y, Z >= patch size (e.g. a MONAI ``CacheDataset`` over :func:`lesionlib.transforms.preprocessing`).
+
     Returns per item ``{'image': float32 (1, *patch_size), 'label': float32 (1, *patch_size), 'case_index': int}``.
     """
 
@@ -360,11 +393,9 @@ class PatchDataset(torch.utils.data.Dataset):
         self.samples_per_epoch = int(samples_per_epoch)
         self.n_epochs = int(n_epochs)
         self.seed = int(seed)
-        # pos:neg ratio as integers-free floats; RandCropByPosNegLabeld draws pos with p = pos / (pos + neg)
-        self.crop = RandCropByPosNegLabeld(keys=("image", "label"), label_key="label", spatial_size=self.patch_size,
-                                           pos=foreground_fraction, neg=1.0 - foreground_fraction, num_samples=1,
-                                           allow_smaller=False)
+        self.foreground_fraction = float(foreground_fraction)
         self.augment = augment or Compose([])
+        self._foreground: dict[int, np.ndarray] = {}  # lesion voxel indices per case (per process)
 
     def __len__(self) -> int:
         return self.samples_per_epoch * self.n_epochs
@@ -376,14 +407,19 @@ class PatchDataset(torch.utils.data.Dataset):
         item = self.volumes[case]
         if "label" not in item:
             raise DataValidationError(item.get("case_id", f"case {case}"), "training needs a lesion mask")
-        self.crop.set_random_state(seed=int(rng.integers(2**31 - 1)))
-        patch = self.crop(item)[0]
+        image = torch.as_tensor(item["image"]).as_subclass(torch.Tensor)
+        label = torch.as_tensor(item["label"]).as_subclass(torch.Tensor)
+        if case not in self._foreground:
+            self._foreground[case] = np.flatnonzero(label[0].numpy() > 0)
+        image, label, _ = lesion_centred_crop(image, label, self.patch_size, rng, self.foreground_fraction,
+                                              self._foreground[case])
+        patch = {"image": image.clone(), "label": label.clone()}
         self.augment.set_random_state(seed=int(rng.integers(2**31 - 1)))
         with torch.random.fork_rng(devices=[]), _one_thread():
             torch.manual_seed(int(rng.integers(2**31 - 1)))
             patch = self.augment(patch)
         return {
-            "image": torch.as_tensor(patch["image"]).as_subclass(torch.Tensor).float(),
-            "label": torch.as_tensor(patch["label"]).as_subclass(torch.Tensor).float(),
+            "image": torch.as_tensor(patch["image"]).as_subclass(torch.Tensor).float().contiguous(),
+            "label": torch.as_tensor(patch["label"]).as_subclass(torch.Tensor).float().contiguous(),
             "case_index": case,
         }

@@ -443,14 +443,22 @@ def train(config: TrainConfig, train_records: Sequence[ImageRecord], val_records
     if not train_records:
         raise ValueError("train() needs at least one training record")
     check_record_files([*train_records, *val_records], need_mask=True)
+    package_logger = logging.getLogger("lesionlib")
+    previous_level = package_logger.level
+    if package_logger.getEffectiveLevel() > logging.INFO:
+        package_logger.setLevel(logging.INFO)  # the run's log file gets INFO even if the console does not
     file_handler = logging.FileHandler(out_dir / "train.log")
+    file_handler.setLevel(logging.INFO)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("lesionlib").addHandler(file_handler)
+    package_logger.addHandler(file_handler)
+    deterministic_before = torch.are_deterministic_algorithms_enabled()
     try:
         return _train(config, list(train_records), list(val_records), out_dir, split_info or {}, on_epoch_end)
     finally:
-        logging.getLogger("lesionlib").removeHandler(file_handler)
+        package_logger.removeHandler(file_handler)
+        package_logger.setLevel(previous_level)
         file_handler.close()
+        torch.use_deterministic_algorithms(deterministic_before)
 
 
 def _train(config: TrainConfig, train_records: list[ImageRecord], val_records: list[ImageRecord], out_dir: Path,
@@ -557,6 +565,11 @@ def _train(config: TrainConfig, train_records: list[ImageRecord], val_records: l
         "status": "running",
         "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    if resume_ckpt is not None and (out_dir / PARAMS_YAML).exists():
+        earlier = yaml.safe_load((out_dir / PARAMS_YAML).read_text()) or {}
+        params["started"] = earlier.get("started", params["started"])
+        params["resumed"] = [*earlier.get("resumed", []), {"at": _dt.datetime.now(_dt.timezone.utc).isoformat(
+            timespec="seconds"), "from_epoch": start_epoch}]
     _write_yaml(params, out_dir / PARAMS_YAML)
 
     # ---- data ------------------------------------------------------------------------------

@@ -157,7 +157,7 @@ def test_train_val_split_is_subject_level(seed, n_subjects):
     assert train_val_split(records, 0.2, seed) == (train, val)
 
 
-def _volume(shape=(48, 48, 48), lesion_center=(30, 20, 24), radius=2):
+def _volume(shape=(40, 40, 40), lesion_center=(25, 17, 20), radius=2):
     grid = np.indices(shape)
     lesion = ((grid - np.array(lesion_center)[:, None, None, None]) ** 2).sum(0) <= radius ** 2
     image = np.random.default_rng(0).normal(size=shape).astype(np.float32)
@@ -167,13 +167,42 @@ def _volume(shape=(48, 48, 48), lesion_center=(30, 20, 24), radius=2):
 
 def test_patches_oversample_lesions_and_are_reproducible():
     volume = _volume()
-    ds = PatchDataset([volume], patch_size=(12, 12, 12), samples_per_epoch=300, n_epochs=2, seed=5)
+    ds = PatchDataset([volume], patch_size=(10, 10, 10), samples_per_epoch=300, n_epochs=2, seed=5)
     with_lesion = [float(ds[i]["label"].sum() > 0) for i in range(300)]
-    # 1/3 centred on lesion + about 1.5% of random patches that happen to contain the tiny lesion
+    # 1/3 centred on lesion + about 4% of random patches that happen to contain the tiny lesion
     assert 0.25 < np.mean(with_lesion) < 0.45
     first = ds[17]
-    assert first["image"].shape == (1, 12, 12, 12) and first["label"].shape == (1, 12, 12, 12)
+    assert first["image"].shape == (1, 10, 10, 10) and first["label"].shape == (1, 10, 10, 10)
     assert torch.equal(first["image"], ds[17]["image"])
     assert not torch.equal(ds[17]["image"], ds[317]["image"])  # same slot, next epoch: a new patch
-    none = PatchDataset([volume], (12, 12, 12), 200, 1, seed=5, foreground_fraction=0.0)
-    assert np.mean([float(none[i]["label"].sum() > 0) for i in range(200)]) < 0.1
+    none = PatchDataset([volume], (10, 10, 10), 150, 1, seed=5, foreground_fraction=0.0)
+    assert np.mean([float(none[i]["label"].sum() > 0) for i in range(150)]) < 0.12
+
+
+def test_lesion_oversampling_matches_monai_rand_crop_by_pos_neg():
+    """Our crop and MONAI's RandCropByPosNegLabeld(pos=1, neg=2) show lesions equally often."""
+    from monai.transforms import RandCropByPosNegLabeld
+
+    from lesionlib.samplers import lesion_centred_crop
+
+    volume = _volume(shape=(30, 30, 30), lesion_center=(20, 10, 15), radius=2)
+    image = torch.as_tensor(volume["image"]).as_subclass(torch.Tensor)
+    label = torch.as_tensor(volume["label"]).as_subclass(torch.Tensor)
+    monai_crop = RandCropByPosNegLabeld(keys=("image", "label"), label_key="label", spatial_size=(8, 8, 8),
+                                        pos=1, neg=2, num_samples=1)
+    monai_crop.set_random_state(0)
+    n = 150
+    theirs = np.mean([float(monai_crop(volume)[0]["label"].sum() > 0) for _ in range(n)])
+    rng = np.random.default_rng(0)
+    ours, centred = [], []
+    for _ in range(n):
+        img, lab, on = lesion_centred_crop(image, label, (8, 8, 8), rng, 1 / 3)
+        assert img.shape == lab.shape == (1, 8, 8, 8)
+        ours.append(float(lab.sum() > 0))
+        centred.append(on)
+        if on:
+            assert lab[0, 4, 4, 4] == 1  # the centre voxel is a lesion voxel
+    assert abs(np.mean(ours) - theirs) < 0.12
+    assert abs(np.mean(centred) - 1 / 3) < 0.1
+    with pytest.raises(ValueError, match="smaller than the patch"):
+        lesion_centred_crop(image, label, (40, 8, 8), rng, 1 / 3)

@@ -17,16 +17,16 @@ from lesionlib.io import save_nifti_atomic
 from lesionlib.train import TrainConfig, load_checkpoint, train
 from lesionlib.transforms import AugmentationConfig
 
-TINY_UNET = {"channels": (4, 8, 16, 16, 16), "num_res_units": 1}
+TINY_UNET = {"channels": (4, 8, 16), "strides": (2, 2), "num_res_units": 1}  # 3 levels: 16^3 patches suffice
 
 
-def _case(root, subject, center=(18, 14, 16), radius=5, seed=0):
-    """A 32^3 volume at 3 mm: ellipsoid brain (1) with a dark ball lesion (0.4) and mild noise."""
-    shape = (32, 32, 32)
+def _case(root, subject, center=(18, 14, 16), radius=5, seed=0, size=32):
+    """A ``size``^3 volume at 3 mm: ball brain (1) with a dark ball lesion (0.4) and mild noise."""
+    shape = (size, size, size)
     rng = np.random.default_rng(seed)
     grid = np.indices(shape).astype(float)
     c = (np.array(shape) - 1) / 2
-    brain = (((grid - c[:, None, None, None]) / 13.5) ** 2).sum(0) < 1
+    brain = (((grid - c[:, None, None, None]) / (0.42 * size)) ** 2).sum(0) < 1
     lesion = ((((grid - np.array(center, float)[:, None, None, None]) ** 2).sum(0) < radius ** 2) & brain)
     image = (brain * 1.0 - 0.6 * lesion + rng.normal(0, 0.05, shape) * brain).astype(np.float32)
     affine = np.diag([3.0, 3.0, 3.0, 1.0])
@@ -37,8 +37,8 @@ def _case(root, subject, center=(18, 14, 16), radius=5, seed=0):
 
 
 def _config(**kw):
-    base = dict(model_kwargs=TINY_UNET, epochs=2, iterations_per_epoch=2, batch_size=2, patch_size=(32, 32, 32),
-                augmentation=AugmentationConfig(enabled=False), device="cpu", progress=False)
+    base = dict(model_kwargs=TINY_UNET, epochs=2, iterations_per_epoch=2, batch_size=2, patch_size=(16, 16, 16),
+                augmentation=AugmentationConfig(enabled=False), val_overlap=0.0, device="cpu", progress=False)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -49,11 +49,11 @@ def cases(tmp_path):
     return [_case(data, "01"), _case(data, "02", center=(12, 18, 14), radius=4, seed=1)]
 
 
-@pytest.mark.slow
-def test_tiny_unet_overfits_one_case(tmp_path, cases):
-    cfg = _config(model_kwargs={"channels": (8, 16, 32, 32, 32), "num_res_units": 1}, epochs=3,
-                  iterations_per_epoch=8, scheduler="constant", foreground_fraction=0.5)
-    result = train(cfg, cases[:1], cases[:1], tmp_path / "run")
+def test_tiny_unet_overfits_one_case(tmp_path):
+    case = _case(tmp_path / "data", "01", center=(14, 10, 12), radius=4, size=24)
+    cfg = _config(model_kwargs={"channels": (8, 16, 32), "strides": (2, 2), "num_res_units": 1}, epochs=3,
+                  iterations_per_epoch=8, patch_size=(24, 24, 24), scheduler="constant", foreground_fraction=0.5)
+    result = train(cfg, [case], [case], tmp_path / "run")
     history = pd.read_csv(tmp_path / "run" / "history.csv")
     assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds"]
     assert len(history) == 3
@@ -71,7 +71,6 @@ class _Killed(Exception):
     pass
 
 
-@pytest.mark.slow
 def test_resumed_run_ends_with_the_same_weights(tmp_path, cases):
     aug = AugmentationConfig(p_flip=0.5, p_affine=0.5, p_elastic=0.5, p_bias_field=0.5, p_noise=0.5, p_motion=0.5)
     cfg = _config(epochs=4, augmentation=aug)
@@ -95,6 +94,9 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, cases):
     for key in a["model_state"]:
         assert torch.equal(a["model_state"][key], b["model_state"][key]), key
     pd.testing.assert_frame_equal(straight.history.drop(columns="seconds"), resumed.history.drop(columns="seconds"))
+    params = yaml.safe_load((tmp_path / "resumed" / "params.yaml").read_text())
+    assert params["status"] == "complete" and [r["from_epoch"] for r in params["resumed"]] == [2]
+    assert "epoch 4/4" in (tmp_path / "resumed" / "train.log").read_text()
     # and the resumed epochs did train: the weights moved after the kill
     assert any(not torch.equal(at_kill[k], b["model_state"][k]) for k in at_kill)
 
@@ -142,7 +144,7 @@ def test_resunet_run_records_whether_the_encoder_was_pretrained(tmp_path, cases,
     from monai.networks.nets.resnet import ResNetFeatures
 
     cfg = _config(model="resunet", model_kwargs={"decoder_channels": (32, 16, 16, 8, 8)}, epochs=1,
-                  iterations_per_epoch=1)
+                  iterations_per_epoch=1, patch_size=(32, 32, 32))
     with caplog.at_level(logging.WARNING, logger="lesionlib"):
         plain = train(cfg, cases, [], tmp_path / "plain")
     assert plain.encoder_pretrained is False
@@ -166,8 +168,10 @@ def test_disk_cache_is_written_under_results(tmp_path, cases, isolated_roots):
 
 
 def test_patch_size_must_fit_the_model(tmp_path, cases):
-    with pytest.raises(ValueError, match="multiple of 16"):
-        train(_config(patch_size=(24, 32, 32)), cases[:1], [], tmp_path / "run")
+    with pytest.raises(ValueError, match="multiple of 4"):
+        train(_config(patch_size=(18, 16, 16)), cases[:1], [], tmp_path / "run")
+    with pytest.raises(ValueError, match="multiple of 32"):
+        train(_config(model="resunet", model_kwargs={}, patch_size=(16, 16, 16)), cases[:1], [], tmp_path / "run2")
 
 
 def test_profile_settings(tmp_path):
