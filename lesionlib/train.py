@@ -63,6 +63,7 @@ __all__ = [
     "model_from_checkpoint",
     "ras_spacing_mm",
     "resolve_device",
+    "validate",
 ]
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,6 @@ cohorts); for images with a head and background noise it is the whole field of v
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Hashable, Mapping, Sequence

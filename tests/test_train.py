@@ -179,6 +179,9 @@ def test_profile_settings(tmp_path):
     assert cfg.spacing_mm == (3.0, 3.0, 3.0) and cfg.patch_size == (32, 32, 32) and cfg.seed == 3
     assert TrainConfig.paper_adult().epochs == 200 and TrainConfig.paper_adult().lr == 0.01
     assert TrainConfig.paper_finetune("x.pt").epochs == 100
+    # params.yaml's config section rebuilds the same configuration
+    again = TrainConfig(**yaml.safe_load(yaml.safe_dump(cfg.to_dict())))
+    assert again == cfg
 
 
 def test_command_line_trains_finetunes_and_predicts(tmp_path, make_atlas_tree, make_child_tree, isolated_roots):
