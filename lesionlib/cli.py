@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = [
     "lesionlib.training_cli",   # lesionlib train, lesionlib predict (U-Net, Res-U-Net)
     "lesionlib.nnunet.cli",     # lesionlib nnunet {export,plan,train,finetune,predict,evaluate}
     "lesionlib.baselines.cli",  # lesionlib lesiongnb {fit,predict}, lesionlib propagate
+    "lesionlib.experiments",    # lesionlib grid {list,run,report}
 ]
 
 
