@@ -153,6 +153,9 @@ class RunSpec:
             "child_dataset": child_dataset,
             "data_source": "real" if real else "synthetic",
             "few_shot_n": FEW_SHOT_N,
+            "inference_overlap": float(s.get("inference_overlap", 0.5)),
+            "inference_tta": bool(s.get("inference_tta", True)),
+            "nnunet_final_validation": bool(s.get("nnunet_final_validation", True)),
         }
 
     def notebook_parameters(self, stage: str, out_dir: Path, results_root: Path | None = None) -> dict[str, Any]:

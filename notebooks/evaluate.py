@@ -28,6 +28,8 @@ stage = "evaluate"
 out_dir = "."
 run_dir = "."
 init_from = ""
+inference_overlap = 0.5
+inference_tta = True
 
 # %%
 import logging
@@ -36,6 +38,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown, display
 
+from lesionlib.cells import predict_cell
 from lesionlib.experiments import evaluation_records, load_cohorts, metrics_table
 from lesionlib.io import atomic_path
 
@@ -50,24 +53,10 @@ eval_sets = evaluation_records(cohorts, train_set, fine_tuned)
 display(Markdown(", ".join(f"{k}: {len(v)} images" for k, v in eval_sets.items())))
 
 # %%
-NNUNET_IDS = {"adult": (501, "Adult"), "finetune": (502, "ChildFT"), "child5": (503, "Child")}
-
-
-def predict(records, where: Path) -> list[Path]:
-    if method in ("unet", "resunet"):
-        from lesionlib.predict import predict_records
-
-        return predict_records(model_dir / "model" / "checkpoint_best.pt", records, where, device=device,
-                               progress=False)
-    from lesionlib.nnunet import NnUNetRun
-
-    key = "finetune" if fine_tuned else ("child5" if train_set == "child5" else "adult")
-    return NnUNetRun(model_dir / "nnunet", *NNUNET_IDS[key], device=device).predict(records, where)
-
-
 tables = []
 for eval_set, records in eval_sets.items():
-    preds = predict(records, out / "predictions" / eval_set)
+    preds = predict_cell(method, model_dir, records, out / "predictions" / eval_set, train_set=train_set,
+                         fine_tuned=fine_tuned, device=device, overlap=inference_overlap, tta=inference_tta)
     tables.append(metrics_table(records, preds, eval_set=eval_set, params=params, relative_to=out))
 metrics = pd.concat(tables, ignore_index=True)
 with atomic_path(out / "metrics.csv") as tmp:

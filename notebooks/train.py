@@ -28,6 +28,7 @@ stage = "train"
 out_dir = "."
 run_dir = "."
 init_from = ""
+nnunet_final_validation = False
 
 # %%
 import logging
@@ -36,6 +37,7 @@ from pathlib import Path
 import yaml
 from IPython.display import Markdown, display
 
+from lesionlib.cells import train_cell
 from lesionlib.experiments import load_cohorts, training_records
 from lesionlib.io import atomic_path
 
@@ -51,32 +53,14 @@ display(Markdown(f"`{run_id}`: **{method}** on **{train_set}**{' (fine-tuned fro
                  f"{epochs} epochs x {iterations_per_epoch} iterations, seed {seed}, device {device}."))
 
 # %%
-NNUNET_IDS = {"adult": (501, "Adult"), "finetune": (502, "ChildFT"), "child5": (503, "Child")}
-
-if method in ("unet", "resunet"):
-    from lesionlib.train import TrainConfig, train
-
-    init = str(Path(init_from) / "model" / "checkpoint_best.pt") if fine_tuned else None
-    config = TrainConfig(model=method, epochs=epochs, iterations_per_epoch=iterations_per_epoch,
-                         batch_size=batch_size, patch_size=tuple(patch_size),
-                         spacing_mm=(resolution_mm,) * 3, seed=seed, device=device, init_from=init,
-                         progress=False)
-    result = train(config, train_records, val_records, out / "model", split_info={"train_set": train_set})
-    display(result.history)
-    display(Markdown(f"Best epoch {result.best_epoch}, validation Dice {result.best_val_dice}; "
-                     f"encoder pretrained: {result.encoder_pretrained}."))
-elif method == "nnunet":
-    from lesionlib.nnunet import NnUNetRun
-
-    key = "finetune" if fine_tuned else ("child5" if train_set == "child5" else "adult")
-    nn = NnUNetRun(out / "nnunet", *NNUNET_IDS[key], device=device)
-    nn.export(train_records, progress=False)
-    if fine_tuned:
-        parent = NnUNetRun(Path(init_from) / "nnunet", *NNUNET_IDS["adult"], device=device)
-        fold_dir = nn.finetune(parent, epochs=epochs, iterations=iterations_per_epoch, final_validation=False)
-    else:
-        nn.plan_and_preprocess()
-        fold_dir = nn.train("all", epochs=epochs, iterations=iterations_per_epoch, final_validation=False)
-    display(Markdown(f"nnU-Net model: `{fold_dir.relative_to(out)}`; stage times (s): {nn.timings_s}"))
+summary = train_cell(method, train_records, val_records, out, train_set=train_set, fine_tuned=fine_tuned,
+                     init_from=init_from or None, epochs=epochs, iterations_per_epoch=iterations_per_epoch,
+                     batch_size=batch_size, patch_size=patch_size, resolution_mm=resolution_mm, seed=seed,
+                     device=device, nnunet_final_validation=nnunet_final_validation)
+if "history" in summary:
+    display(summary["history"])
+    display(Markdown(f"Best epoch {summary['best_epoch']}, validation Dice {summary['best_val_dice']}; "
+                     f"encoder pretrained: {summary['encoder_pretrained']}."))
 else:
-    raise ValueError(f"train.py trains unet, resunet or nnunet, not {method!r}")
+    display(Markdown(f"nnU-Net model: `{Path(summary['model_dir']).relative_to(out)}`; "
+                     f"stage times (s): {summary['stage_times_s']}"))
