@@ -17,8 +17,11 @@ data: setup
 	$(PY) -m lesionlib synth --profile $(PROFILE)
 	$(PY) -m lesionlib validate --profile $(PROFILE)
 
+# The whole paper: every run of the profile's grid (Snakemake skips finished runs), the report
+# notebooks and the Jupyter Book. Jobs run in parallel, one thread each.
 book: data
-	@echo "[book] the book is built by a later step of the project (issue: computational paper)"
+	OMP_NUM_THREADS=1 $(LESIONLIB_VENV)/bin/snakemake --cores $(CORES) --config profile=$(PROFILE) --rerun-incomplete
+	@echo "[book] results/$(PROFILE)/_book/_build/html/index.html"
 
 test: setup
 	$(PY) -m pytest -q
