@@ -5,7 +5,8 @@ trained and applied the same way whether it runs from a notebook, Snakemake or a
 
 Run folder layout (``<results>/<profile>/<run_id>/``)::
 
-    model/      U-Net / Res-U-Net run of lesionlib.train (checkpoints, history.csv, params.yaml)
+    model/      U-Net / Res-U-Net run of lesionlib.train (checkpoints, history.csv, params.yaml),
+                or LesionGnb's fitted model (lesiongnb.joblib)
     nnunet/     nnU-Net v2 workspace of lesionlib.nnunet (raw, preprocessed, results, logs)
 """
 
@@ -15,13 +16,20 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
+from tqdm.auto import tqdm
+
 from lesionlib.data.records import ImageRecord
 
-__all__ = ["NNUNET_DATASETS", "nnunet_dataset", "train_cell", "predict_cell", "MONAI_METHODS"]
+__all__ = ["NNUNET_DATASETS", "nnunet_dataset", "train_cell", "predict_cell", "MONAI_METHODS",
+           "GNB_MODEL_FILE"]
 
 log = logging.getLogger(__name__)
 
 MONAI_METHODS = ("unet", "resunet")
+METHODS = MONAI_METHODS + ("nnunet", "lesiongnb")
+GNB_MODEL_FILE = Path("model") / "lesiongnb.joblib"
+#: LesionGnb's working grid: the toolbox's 1.5 mm MNI grid, or the data's own when coarser.
+GNB_MIN_RESOLUTION_MM = 1.5
 
 #: nnU-Net dataset (id, name) of each kind of training set, inside a run's own workspace.
 NNUNET_DATASETS: dict[str, tuple[int, str]] = {
@@ -78,7 +86,14 @@ def train_cell(method: str, train_records: Sequence[ImageRecord], val_records: S
             fold_dir = run.train("all", epochs=epochs, iterations=iterations_per_epoch,
                                  final_validation=nnunet_final_validation)
         return {"model_dir": fold_dir, "stage_times_s": dict(run.timings_s)}
-    raise ValueError(f"a grid cell trains one of {MONAI_METHODS + ('nnunet',)}, not {method!r}")
+    if method == "lesiongnb":
+        from lesionlib.baselines.gnb import LesionGnb
+
+        gnb = LesionGnb(resolution_mm=max(GNB_MIN_RESOLUTION_MM, float(resolution_mm)), seed=seed)
+        gnb.fit(train_records, progress=False)
+        gnb.save(out_dir / GNB_MODEL_FILE)
+        return {"model_dir": out_dir / GNB_MODEL_FILE.parent, "n_training_voxels": gnb.n_training_voxels_}
+    raise ValueError(f"a grid cell trains one of {METHODS}, not {method!r}")
 
 
 def predict_cell(method: str, run_dir: Path, records: Sequence[ImageRecord], out_dir: Path, *,
@@ -101,4 +116,12 @@ def predict_cell(method: str, run_dir: Path, records: Sequence[ImageRecord], out
 
         run = NnUNetRun(run_dir / "nnunet", *nnunet_dataset(train_set, fine_tuned), device=device)
         return run.predict(records, out_dir, tta=tta)
-    raise ValueError(f"a grid cell predicts with one of {MONAI_METHODS + ('nnunet',)}, not {method!r}")
+    if method == "lesiongnb":
+        from lesionlib.baselines.gnb import LesionGnb
+        from lesionlib.bids import prediction_path
+        from lesionlib.io import save_nifti_atomic
+
+        gnb = LesionGnb.load(run_dir / GNB_MODEL_FILE)
+        return [save_nifti_atomic(gnb.predict(rec), prediction_path(out_dir, rec.subject, rec.session))
+                for rec in tqdm(records, desc="lesiongnb", unit="image")]
+    raise ValueError(f"a grid cell predicts with one of {METHODS}, not {method!r}")

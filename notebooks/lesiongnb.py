@@ -34,12 +34,10 @@ from pathlib import Path
 
 import pandas as pd
 from IPython.display import Markdown, display
-from tqdm.auto import tqdm
 
-from lesionlib.baselines.gnb import LesionGnb
-from lesionlib.bids import prediction_path
+from lesionlib.cells import predict_cell, train_cell
 from lesionlib.experiments import evaluation_records, load_cohorts, metrics_table, training_records
-from lesionlib.io import atomic_path, save_nifti_atomic
+from lesionlib.io import atomic_path
 
 logging.basicConfig(level=logging.INFO)
 out = Path(out_dir)
@@ -53,17 +51,16 @@ train_records, _ = training_records(cohorts, train_set, fine_tuned)
 # The toolbox works on a 1.5 mm MNI grid; profiles with coarser data use their own resolution.
 
 # %%
-gnb = LesionGnb(resolution_mm=max(1.5, float(resolution_mm)), seed=seed).fit(train_records, progress=False)
-gnb.save(out / "model" / "lesiongnb.joblib")
-display(Markdown(f"Fitted on {len(train_records)} adult images; training voxels: {gnb.n_training_voxels_}."))
+summary = train_cell(method, train_records, [], out, train_set=train_set, fine_tuned=False, init_from=None,
+                     epochs=epochs, iterations_per_epoch=iterations_per_epoch, batch_size=batch_size,
+                     patch_size=patch_size, resolution_mm=resolution_mm, seed=seed, device=device)
+display(Markdown(f"Fitted on {len(train_records)} adult images; training voxels: {summary['n_training_voxels']}."))
 
 # %%
 tables = []
 for eval_set, records in evaluation_records(cohorts, train_set, fine_tuned).items():
-    preds = []
-    for rec in tqdm(records, desc=eval_set, unit="image"):
-        path = prediction_path(out / "predictions" / eval_set, rec.subject, rec.session)
-        preds.append(save_nifti_atomic(gnb.predict(rec), path))
+    preds = predict_cell(method, out, records, out / "predictions" / eval_set, train_set=train_set,
+                         fine_tuned=False, device=device)
     tables.append(metrics_table(records, preds, eval_set=eval_set, params=params, relative_to=out))
 metrics = pd.concat(tables, ignore_index=True)
 with atomic_path(out / "metrics.csv") as tmp:
