@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
 
 from tqdm.auto import tqdm
 
 from lesionlib.data.records import ImageRecord
 
-__all__ = ["NNUNET_DATASETS", "nnunet_dataset", "train_cell", "predict_cell", "MONAI_METHODS",
-           "GNB_MODEL_FILE"]
+__all__ = ["NNUNET_DATASETS", "nnunet_dataset", "train_cell", "predict_cell", "evaluate_cell",
+           "MONAI_METHODS", "GNB_MODEL_FILE"]
 
 log = logging.getLogger(__name__)
 
@@ -125,3 +127,28 @@ def predict_cell(method: str, run_dir: Path, records: Sequence[ImageRecord], out
         return [save_nifti_atomic(gnb.predict(rec), prediction_path(out_dir, rec.subject, rec.session))
                 for rec in tqdm(records, desc="lesiongnb", unit="image")]
     raise ValueError(f"a grid cell predicts with one of {METHODS}, not {method!r}")
+
+
+def evaluate_cell(method: str, run_dir: Path, eval_sets: Mapping[str, Sequence[ImageRecord]], out_dir: Path, *,
+                  params: Mapping[str, Any], train_set: str, fine_tuned: bool, device: str,
+                  overlap: float = 0.5, tta: bool = True) -> pd.DataFrame:
+    """Segment every evaluation set with the cell's model and score it into ``out_dir/metrics.csv``.
+
+    ``eval_sets`` maps an ``eval_set`` name (``'adult_val'``, ``'child_test'``) to its records;
+    masks go to ``out_dir/predictions/<eval_set>/``. ``params`` (method, train_set, fine_tuned,
+    seed, profile, data_source) label every row. Returns the table that was written (one row per
+    image, :func:`lesionlib.metrics.case_metrics` columns).
+    """
+    from lesionlib.experiments import metrics_table
+    from lesionlib.io import atomic_path
+
+    out_dir = Path(out_dir)
+    tables = []
+    for eval_set, records in eval_sets.items():
+        preds = predict_cell(method, run_dir, records, out_dir / "predictions" / eval_set, train_set=train_set,
+                             fine_tuned=fine_tuned, device=device, overlap=overlap, tta=tta)
+        tables.append(metrics_table(records, preds, eval_set=eval_set, params=params, relative_to=out_dir))
+    metrics = pd.concat(tables, ignore_index=True)
+    with atomic_path(out_dir / "metrics.csv") as tmp:
+        metrics.to_csv(tmp, index=False)
+    return metrics

@@ -35,12 +35,10 @@ inference_tta = True
 import logging
 from pathlib import Path
 
-import pandas as pd
 from IPython.display import Markdown, display
 
-from lesionlib.cells import predict_cell
-from lesionlib.experiments import evaluation_records, load_cohorts, metrics_table
-from lesionlib.io import atomic_path
+from lesionlib.cells import evaluate_cell
+from lesionlib.experiments import evaluation_records, load_cohorts
 
 logging.basicConfig(level=logging.INFO)
 out = Path(out_dir)
@@ -53,14 +51,8 @@ eval_sets = evaluation_records(cohorts, train_set, fine_tuned)
 display(Markdown(", ".join(f"{k}: {len(v)} images" for k, v in eval_sets.items())))
 
 # %%
-tables = []
-for eval_set, records in eval_sets.items():
-    preds = predict_cell(method, model_dir, records, out / "predictions" / eval_set, train_set=train_set,
-                         fine_tuned=fine_tuned, device=device, overlap=inference_overlap, tta=inference_tta)
-    tables.append(metrics_table(records, preds, eval_set=eval_set, params=params, relative_to=out))
-metrics = pd.concat(tables, ignore_index=True)
-with atomic_path(out / "metrics.csv") as tmp:
-    metrics.to_csv(tmp, index=False)
+metrics = evaluate_cell(method, model_dir, eval_sets, out, params=params, train_set=train_set,
+                        fine_tuned=fine_tuned, device=device, overlap=inference_overlap, tta=inference_tta)
 display(metrics.groupby("eval_set")[["dice", "hausdorff_mm", "hausdorff95_mm", "lesion_wise_f1"]]
         .agg(["mean", "std", "count"]).round(3))
 display(Markdown(f"Undefined Hausdorff distances: {int(metrics['hausdorff_mm'].isna().sum())} of {len(metrics)}."))

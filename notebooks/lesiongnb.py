@@ -32,12 +32,10 @@ init_from = ""
 import logging
 from pathlib import Path
 
-import pandas as pd
 from IPython.display import Markdown, display
 
-from lesionlib.cells import predict_cell, train_cell
-from lesionlib.experiments import evaluation_records, load_cohorts, metrics_table, training_records
-from lesionlib.io import atomic_path
+from lesionlib.cells import evaluate_cell, train_cell
+from lesionlib.experiments import evaluation_records, load_cohorts, training_records
 
 logging.basicConfig(level=logging.INFO)
 out = Path(out_dir)
@@ -57,12 +55,6 @@ summary = train_cell(method, train_records, [], out, train_set=train_set, fine_t
 display(Markdown(f"Fitted on {len(train_records)} adult images; training voxels: {summary['n_training_voxels']}."))
 
 # %%
-tables = []
-for eval_set, records in evaluation_records(cohorts, train_set, fine_tuned).items():
-    preds = predict_cell(method, out, records, out / "predictions" / eval_set, train_set=train_set,
-                         fine_tuned=False, device=device)
-    tables.append(metrics_table(records, preds, eval_set=eval_set, params=params, relative_to=out))
-metrics = pd.concat(tables, ignore_index=True)
-with atomic_path(out / "metrics.csv") as tmp:
-    metrics.to_csv(tmp, index=False)
+metrics = evaluate_cell(method, out, evaluation_records(cohorts, train_set, fine_tuned), out, params=params,
+                        train_set=train_set, fine_tuned=False, device=device)
 display(metrics.groupby("eval_set")[["dice", "hausdorff_mm", "lesion_wise_f1"]].agg(["mean", "std", "count"]).round(3))

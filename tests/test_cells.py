@@ -6,6 +6,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 
 from lesionlib import cells
@@ -59,9 +60,14 @@ def test_unet_cell_trains_fine_tunes_and_predicts_on_each_input_grid(tmp_path, w
     ft_run = tmp_path / "ft_run"
     cells.train_cell("unet", [child], [child], ft_run, train_set="adult_full", fine_tuned=True,
                      init_from=adult_run, **kw)
-    written = cells.predict_cell("unet", ft_run, [child], tmp_path / "preds", train_set="adult_full",
-                                 fine_tuned=True, device="cpu", overlap=0.25)
-    assert len(written) == 1
+    params = {"method": "unet", "train_set": "adult_full", "fine_tuned": True, "seed": 0, "profile": "test",
+              "data_source": "synthetic"}
+    metrics = cells.evaluate_cell("unet", ft_run, {"child_test": [child]}, ft_run, params=params,
+                                  train_set="adult_full", fine_tuned=True, device="cpu", overlap=0.25)
+    on_disk = pd.read_csv(ft_run / "metrics.csv")
+    assert list(on_disk["case_id"]) == [child.case_id] and list(on_disk["eval_set"]) == ["child_test"]
+    assert 0.0 <= float(metrics["dice"].iloc[0]) <= 1.0
+    written = [ft_run / p for p in on_disk["pred_path"]]
     pred, src = nib.load(written[0]), nib.load(child.image_path)
     assert pred.shape == src.shape
     np.testing.assert_allclose(pred.affine, src.affine, atol=1e-5)
