@@ -366,37 +366,14 @@ def metrics_table(records: Sequence[Any], pred_paths: Sequence[Path], *, eval_se
                   relative_to: Path | None = None, progress: bool = False):
     """The ``metrics.csv`` rows of one evaluation set (the contract of :mod:`lesionlib.reporting.collect`).
 
-    Scores each prediction against its record's mask with :func:`lesionlib.metrics.evaluate_files`
-    and adds ``subject, session, eval_set, method, train_set, fine_tuned, seed, profile,
-    data_source, lesion_volume_ml`` (the true lesion volume, mL) and ``image_path``. ``pred_path`` is
-    written relative to ``relative_to`` (the run folder) when given, so a run folder can move.
+    :func:`lesionlib.metrics.evaluate_records` labelled with the run's ``method, train_set,
+    fine_tuned, seed, profile, data_source`` (from ``params``) and ``eval_set``.
     """
-    import pandas as pd
+    from lesionlib.metrics import evaluate_records
 
-    from lesionlib.metrics import evaluate_files
-
-    records = list(records)
-    pred_paths = [Path(p) for p in pred_paths]
-    if len(records) != len(pred_paths):
-        raise ValueError(f"{len(records)} records but {len(pred_paths)} predictions")
-    missing = [r.image_path for r in records if r.mask_path is None]
-    if missing:
-        raise ValueError(f"cannot evaluate images without a lesion mask: {missing[:3]}")
-    table = evaluate_files([(r.case_id, p, Path(r.mask_path)) for r, p in zip(records, pred_paths)], progress=progress)
-    by_id = {r.case_id: r for r in records}
-    table.insert(1, "subject", [by_id[c].subject for c in table["case_id"]])
-    table.insert(2, "session", [by_id[c].session for c in table["case_id"]])
-    for key in ("method", "train_set", "fine_tuned", "seed", "profile", "data_source"):
-        table[key] = params[key]
-    table["eval_set"] = eval_set
-    table["lesion_volume_ml"] = [by_id[c].lesion_volume_ml if by_id[c].lesion_volume_ml is not None
-                                 else float("nan") for c in table["case_id"]]
-    table["image_path"] = [str(by_id[c].image_path) for c in table["case_id"]]
-    if relative_to is not None:
-        base = Path(relative_to).resolve()
-        table["pred_path"] = [str(Path(p).resolve().relative_to(base)) if Path(p).resolve().is_relative_to(base)
-                              else str(p) for p in table["pred_path"]]
-    return pd.DataFrame(table)
+    labels = {key: params[key] for key in ("method", "train_set", "fine_tuned", "seed", "profile", "data_source")}
+    return evaluate_records(records, pred_paths, metadata={**labels, "eval_set": eval_set},
+                            relative_to=relative_to, progress=progress)
 
 
 def run_report(name: str, profile: str = config.DEFAULT_PROFILE, *, results_root: Path | None = None,

@@ -386,3 +386,41 @@ def test_union_bbox_is_the_tightest_box(masks):
         return
     coords = np.argwhere(union)
     assert [(s.start, s.stop) for s in box] == list(zip(coords.min(0), coords.max(0) + 1))
+
+
+def test_evaluate_records_labels_rows_and_refuses_missing_inputs(tmp_path):
+    """One row per record, in order, with the record's fields and the metadata; clear errors otherwise."""
+    import nibabel as nib
+
+    from lesionlib.data.records import ImageRecord
+    from lesionlib.io import DataValidationError
+    from lesionlib.metrics import evaluate_records
+
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    gt = np.zeros((10, 10, 10), np.uint8)
+    gt[3:7, 3:7, 3:7] = 1
+    records, preds = [], []
+    for subject, pred in (("02", gt), ("01", np.zeros_like(gt))):
+        mask = tmp_path / f"sub-{subject}_mask.nii.gz"
+        nib.save(nib.Nifti1Image(gt, affine), mask)
+        out = tmp_path / "run" / f"sub-{subject}_pred.nii.gz"
+        out.parent.mkdir(exist_ok=True)
+        nib.save(nib.Nifti1Image(pred, affine), out)
+        records.append(ImageRecord("toy", subject, "1", tmp_path / f"sub-{subject}_T1w.nii.gz", mask,
+                                   lesion_volume_ml=None if subject == "01" else 0.768))
+        preds.append(out)
+    table = evaluate_records(records, preds, metadata={"method": "unet", "eval_set": "child_test"},
+                             relative_to=tmp_path / "run", out_csv=tmp_path / "m.csv")
+    assert table["subject"].tolist() == ["02", "01"]
+    assert table["dice"].tolist() == [1.0, 0.0]
+    assert table["lesion_volume_ml"].iloc[0] == pytest.approx(0.768) and np.isnan(table["lesion_volume_ml"].iloc[1])
+    assert (table["method"] == "unet").all() and (table["eval_set"] == "child_test").all()
+    assert table["pred_path"].tolist() == ["sub-02_pred.nii.gz", "sub-01_pred.nii.gz"]
+    assert (tmp_path / "m.csv").is_file()
+    with pytest.raises(ValueError, match="2 records but 1 predictions"):
+        evaluate_records(records, preds[:1])
+    with pytest.raises(DataValidationError, match="missing"):
+        evaluate_records(records[:1], [tmp_path / "nowhere.nii.gz"])
+    unlabelled = ImageRecord("toy", "03", "1", tmp_path / "sub-03_T1w.nii.gz", None)
+    with pytest.raises(DataValidationError, match="no lesion mask"):
+        evaluate_records([unlabelled], preds[:1])

@@ -18,7 +18,7 @@ follow the ATLAS R2.0 challenge (:mod:`lesionlib.metrics.lesionwise`).
 """
 
 from lesionlib.metrics.case import DISTANCE_METRICS, METRIC_COLUMNS, case_metrics, resolve_device
-from lesionlib.metrics.evaluate import evaluate_files, load_mask_pair, summarise
+from lesionlib.metrics.evaluate import evaluate_files, evaluate_records, load_mask_pair, summarise
 from lesionlib.metrics.lesionwise import LesionCounts, lesion_count_difference, lesion_counts, lesion_wise_f1
 from lesionlib.metrics.overlap import dice, precision, recall, volume_difference_ml, volume_ml
 from lesionlib.metrics.surface import SurfaceDistances, assd, hausdorff, hausdorff95, mask_edges, surface_distances
@@ -30,6 +30,7 @@ __all__ = [
     "case_metrics",
     "resolve_device",
     "evaluate_files",
+    "evaluate_records",
     "load_mask_pair",
     "summarise",
     "dice",

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -15,7 +16,7 @@ from tqdm.auto import tqdm
 from lesionlib.io import DataValidationError, atomic_path, load_nifti, spacing_mm
 from lesionlib.metrics.case import DISTANCE_METRICS, METRIC_COLUMNS, case_metrics
 
-__all__ = ["evaluate_files", "load_mask_pair", "summarise"]
+__all__ = ["evaluate_files", "evaluate_records", "load_mask_pair", "summarise"]
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,56 @@ def evaluate_files(
         with atomic_path(out_csv) as tmp:
             table.to_csv(tmp, index=False)
         log.info("wrote %d rows to %s", len(table), out_csv)
+    return table
+
+
+def evaluate_records(
+    records: Sequence[Any],
+    pred_paths: Sequence[Path],
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    out_csv: Path | None = None,
+    relative_to: Path | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Metrics of one prediction per :class:`~lesionlib.data.records.ImageRecord` against its mask.
+
+    The table of :func:`evaluate_files` (one row per record, in order) with the record's
+    ``subject``, ``session``, ``lesion_volume_ml`` (NaN when unknown) and ``image_path`` added,
+    plus every ``metadata`` item as a constant column (e.g. ``method``, ``eval_set``, ``seed``).
+    ``pred_path`` is written relative to ``relative_to`` when the prediction lies inside it, so a
+    run folder can move. Written atomically to ``out_csv`` when given.
+
+    Raises
+    ------
+    ValueError
+        ``records`` and ``pred_paths`` differ in length.
+    DataValidationError
+        A record has no mask, a prediction is missing, or a pair lies on different grids.
+    """
+    records, pred_paths = list(records), [Path(p) for p in pred_paths]
+    if len(records) != len(pred_paths):
+        raise ValueError(f"{len(records)} records but {len(pred_paths)} predictions")
+    for rec, pred in zip(records, pred_paths):
+        if rec.mask_path is None:
+            raise DataValidationError(rec.image_path, "cannot evaluate: the record has no lesion mask")
+        if not pred.is_file():
+            raise DataValidationError(pred, f"prediction for {rec.case_id} is missing")
+    table = evaluate_files([(r.case_id, p, Path(r.mask_path)) for r, p in zip(records, pred_paths)],
+                           progress=progress)
+    table.insert(1, "subject", [r.subject for r in records])
+    table.insert(2, "session", [r.session for r in records])
+    table["lesion_volume_ml"] = [np.nan if r.lesion_volume_ml is None else r.lesion_volume_ml for r in records]
+    table["image_path"] = [str(r.image_path) for r in records]
+    for key, value in (metadata or {}).items():
+        table[key] = [value] * len(table)
+    if relative_to is not None:
+        base = Path(relative_to).resolve()
+        table["pred_path"] = [str(p.resolve().relative_to(base)) if p.resolve().is_relative_to(base) else str(p)
+                              for p in pred_paths]
+    if out_csv is not None:
+        with atomic_path(out_csv) as tmp:
+            table.to_csv(tmp, index=False)
     return table
 
 

@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 
 from lesionlib.bids import prediction_path
 from lesionlib.data.records import ImageRecord
-from lesionlib.io import DataValidationError, atomic_path, load_nifti, save_nifti_atomic
+from lesionlib.io import atomic_path, load_nifti, save_nifti_atomic
 from lesionlib.nnunet.export import (
     AFFINE_ATOL_MM,
     export_dataset,
@@ -522,39 +522,11 @@ def evaluate_predictions(records: Sequence[ImageRecord], pred_dir: Path | str, *
                          out_csv: Path | str | None = None, metadata: Mapping[str, Any] | None = None):
     """Metrics of each record's prediction (at ``prediction_path(pred_dir, ...)``) against its mask.
 
-    Uses :func:`lesionlib.metrics.evaluate_files` (spacing from the headers, Dice, Hausdorff in
-    mm, ...). Returns a DataFrame, one row per record in order, with ``case_id``, ``subject``,
-    ``session``, ``lesion_volume_ml``, the ``metadata`` items as constant columns (e.g.
-    ``method``, ``eval_set``, ``train_set``, ``fine_tuned``, ``seed``) and the metric columns;
-    written atomically to ``out_csv`` when given.
+    :func:`lesionlib.metrics.evaluate_records` (spacing from the headers, Dice, Hausdorff in mm,
+    ...): one row per record in order, ``metadata`` items as constant columns, written
+    atomically to ``out_csv`` when given.
     """
-    from lesionlib.metrics import evaluate_files  # lazy: only evaluation needs it
+    from lesionlib.metrics import evaluate_records  # lazy: only evaluation needs it
 
-    records = list(records)
-    pairs = []
-    for rec in records:
-        if rec.mask_path is None:
-            raise DataValidationError(rec.image_path, "cannot evaluate: record has no lesion mask")
-        pred = prediction_path(Path(pred_dir), rec.subject, rec.session)
-        if not pred.is_file():
-            raise DataValidationError(pred, f"prediction for {rec.case_id} is missing")
-        pairs.append((rec.case_id, pred, Path(rec.mask_path)))
-    table = evaluate_files(pairs).reset_index(drop=True)
-    by_id = {r.case_id: r for r in records}
-    front = {
-        "subject": [by_id[c].subject for c in table["case_id"]],
-        "session": [by_id[c].session for c in table["case_id"]],
-        "lesion_volume_ml": [by_id[c].lesion_volume_ml for c in table["case_id"]],
-    }
-    for key, value in (metadata or {}).items():
-        front[key] = [value] * len(table)
-    for pos, (key, values) in enumerate(front.items(), start=1):
-        if key in table.columns:
-            table[key] = values
-        else:
-            table.insert(pos, key, values)
-    if out_csv is not None:
-        out_csv = Path(out_csv)
-        with atomic_path(out_csv) as tmp:
-            table.to_csv(tmp, index=False)
-    return table
+    preds = [prediction_path(Path(pred_dir), rec.subject, rec.session) for rec in records]
+    return evaluate_records(records, preds, metadata=metadata, out_csv=None if out_csv is None else Path(out_csv))
