@@ -30,13 +30,18 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
 from lesionlib.io import DataValidationError, atomic_path, load_nifti, save_nifti_atomic
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from lesionlib.data.records import ImageRecord
 
 __all__ = [
     "nib_to_sitk",
@@ -50,6 +55,7 @@ __all__ = [
     "mni_template",
     "register_to_mni",
     "propagate_mask",
+    "propagate_records",
     "save_propagation_qc",
 ]
 
@@ -183,6 +189,10 @@ class RegistrationSettings:
         a 1 mm volume is capped (mutual information needs a few 10^4 samples, not millions).
     iterations
         Maximum gradient-descent iterations per level.
+    seed
+        Seed of the random metric sampling (any integer >= 0): the same seed gives the same
+        transform. It reaches ITK as ``seed + 1``, since ITK reads a seed of 0 as "seed from the
+        wall clock", which would make every registration irreproducible.
     """
 
     levels_mm: tuple[float, ...] = (8.0, 4.0)
@@ -225,7 +235,10 @@ def _run_stage(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform,
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.n_bins)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
     shrinks, sigmas = settings.pyramid(fixed.GetSpacing())
-    reg.SetMetricSamplingPercentagePerLevel(settings.sampling_per_level(fixed.GetSize(), shrinks), settings.seed)
+    if settings.seed < 0:
+        raise ValueError(f"registration seed must be >= 0, got {settings.seed}")
+    itk_seed = settings.seed + 1  # ITK: 0 = wall clock (sitk.sitkWallClock)
+    reg.SetMetricSamplingPercentagePerLevel(settings.sampling_per_level(fixed.GetSize(), shrinks), itk_seed)
     if fixed_mask is not None:
         reg.SetMetricFixedMask(fixed_mask)
     reg.SetInterpolator(sitk.sitkLinear)
@@ -530,3 +543,42 @@ def save_propagation_qc(ses2_image: nib.spatialimages.SpatialImage, propagated_m
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
     return out_png
+
+
+def propagate_records(records: Sequence["ImageRecord"], out_root: str | os.PathLike, *,
+                      method: Interpolation = "linear", dof: int = 6, max_subjects: int | None = None,
+                      progress: bool = True) -> "pd.DataFrame":
+    """Propagate session-1 masks to session 2 for every subject having both; returns the metrics table.
+
+    Masks go to ``out_root/derivatives/lesionlib/sub-X/ses-2/anat/..._desc-propagated_mask.nii.gz``,
+    QC figures to ``out_root/qc/sub-X_propagation.png``. ``max_subjects`` limits the run to the
+    first subjects in sorted order. Subjects without a session-1 mask or a session 2 are skipped
+    (logged). The table has one row per propagated subject (``case_id`` of session 2) with
+    :func:`lesionlib.metrics.evaluate_files`'s columns when the true session-2 mask exists, and is
+    written to ``out_root/propagation_metrics.csv``.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from lesionlib import bids
+    from lesionlib.metrics import evaluate_files
+
+    by_subject: dict[str, dict[str, ImageRecord]] = {}
+    for r in records:
+        by_subject.setdefault(r.subject, {})[r.session] = r
+    subjects = sorted(by_subject)[:max_subjects]
+    pairs = []
+    for subject in tqdm(subjects, desc="propagating masks", disable=not progress):
+        sessions = by_subject[subject]
+        first, second = sessions.get("1"), sessions.get("2")
+        if first is None or second is None or first.mask_path is None or not Path(first.mask_path).is_file():
+            log.warning("sub-%s: needs session 1 with a mask and session 2; skipped", subject)
+            continue
+        out_path = bids.prediction_path(out_root, subject, "2", desc="propagated")
+        propagate_mask(first.image_path, first.mask_path, second.image_path, out_path, method=method, dof=dof,
+                       qc_path=Path(out_root) / "qc" / f"sub-{subject}_propagation.png")
+        if second.mask_path is not None and Path(second.mask_path).is_file():
+            pairs.append((second.case_id, out_path, Path(second.mask_path)))
+    if not pairs:
+        return pd.DataFrame()
+    return evaluate_files(pairs, Path(out_root) / "propagation_metrics.csv", progress=progress)
