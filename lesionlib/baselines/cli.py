@@ -5,7 +5,7 @@
     (:func:`lesionlib.register.propagate_mask`), writes it to
     ``DIR/derivatives/lesionlib/sub-X/ses-2/anat/sub-X_ses-2_desc-propagated_mask.nii.gz``, a QC PNG
     to ``DIR/qc/sub-X_propagation.png``, and, where the true session-2 mask exists,
-    ``DIR/propagation_metrics.csv`` (:func:`lesionlib.metrics.evaluate_files`).
+    ``DIR/propagation_metrics.csv`` (:func:`lesionlib.register.propagate_records`).
 
 ``lesionlib lesiongnb fit --dataset synthetic_adult --model FILE [--resolution-mm R]``
     Trains :class:`lesionlib.baselines.LesionGnb` on a dataset's labelled records.
@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
-import pandas as pd
 from tqdm.auto import tqdm
 
 from lesionlib import bids, config
@@ -32,7 +30,7 @@ from lesionlib.io import save_nifti_atomic
 
 log = logging.getLogger(__name__)
 
-__all__ = ["register_cli", "propagate_records", "run_propagate", "run_gnb_fit", "run_gnb_predict"]
+__all__ = ["register_cli", "run_propagate", "run_gnb_fit", "run_gnb_predict"]
 
 
 def _add_data_args(parser: argparse.ArgumentParser, default_dataset: str) -> None:
@@ -77,38 +75,9 @@ def _records(args: argparse.Namespace) -> list[ImageRecord]:
                     volumes=False, progress=not args.no_progress)
 
 
-def propagate_records(records: Sequence[ImageRecord], out_root: Path, *, method: str = "linear", dof: int = 6,
-                      progress: bool = True) -> pd.DataFrame:
-    """Propagate session-1 masks to session 2 for every subject having both; returns the metrics table.
-
-    Subjects without a session-1 mask or a session 2 are skipped (logged). The table has one row
-    per propagated subject (``case_id`` of session 2) with :func:`lesionlib.metrics.evaluate_files`'s
-    columns when the true session-2 mask exists, and is written to ``out_root/propagation_metrics.csv``.
-    """
-    from lesionlib.metrics import evaluate_files
-    from lesionlib.register import propagate_mask
-
-    by_subject: dict[str, dict[str, ImageRecord]] = defaultdict(dict)
-    for r in records:
-        by_subject[r.subject][r.session] = r
-    pairs = []
-    for subject in tqdm(sorted(by_subject), desc="propagating masks", disable=not progress):
-        sessions = by_subject[subject]
-        first, second = sessions.get("1"), sessions.get("2")
-        if first is None or second is None or first.mask_path is None or not Path(first.mask_path).is_file():
-            log.warning("sub-%s: needs session 1 with a mask and session 2; skipped", subject)
-            continue
-        out_path = bids.prediction_path(out_root, subject, "2", desc="propagated")
-        propagate_mask(first.image_path, first.mask_path, second.image_path, out_path, method=method, dof=dof,
-                       qc_path=Path(out_root) / "qc" / f"sub-{subject}_propagation.png")
-        if second.mask_path is not None and Path(second.mask_path).is_file():
-            pairs.append((second.case_id, out_path, Path(second.mask_path)))
-    if not pairs:
-        return pd.DataFrame()
-    return evaluate_files(pairs, Path(out_root) / "propagation_metrics.csv", progress=progress)
-
-
 def run_propagate(args: argparse.Namespace) -> int:
+    from lesionlib.register import propagate_records
+
     table = propagate_records(_records(args), args.out, method=args.method, dof=args.dof,
                               progress=not args.no_progress)
     if not table.empty:
