@@ -195,7 +195,8 @@ def test_register_rigid_recovers_known_motion(template_3mm):
 def test_registration_is_reproducible_for_a_seed(template_3mm, seed):
     """Same images, same seed -> the same transform (ITK would seed 0 from the wall clock).
 
-    Multithreaded metric sums leave differences of ~1e-9; random sampling would change ~1e-3.
+    Multithreaded metric sums leave differences of up to ~1e-5 (seen under load); random
+    sampling changes the parameters by ~1e-2.
     """
     truth = rigid_ras([4.0, -3.0, 2.0], [3.0, -5.0, 2.0])
     shape, affine = template_3mm.shape, template_3mm.affine
@@ -203,8 +204,8 @@ def test_registration_is_reproducible_for_a_seed(template_3mm, seed):
                              .astype(np.float32), affine)
     settings = RegistrationSettings(seed=seed, iterations=20)
     params = [register_affine(template_3mm, moving, settings=settings).GetParameters() for _ in range(3)]
-    np.testing.assert_allclose(params[1], params[0], rtol=0, atol=1e-6)
-    np.testing.assert_allclose(params[2], params[0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(params[1], params[0], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(params[2], params[0], rtol=0, atol=1e-4)
 
 
 def test_register_affine_recovers_scaling_across_grids(template_3mm):
