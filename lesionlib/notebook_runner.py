@@ -15,6 +15,7 @@ parameters accumulate in ``<run_dir>/params.yaml`` (one entry per stage under ``
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
 import os
@@ -22,7 +23,7 @@ import shutil
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import jupytext
 import nbformat
@@ -98,6 +99,26 @@ def _merge_params(run_dir: Path, staged: Path, run_params: Mapping[str, Any], st
         tmp.write_text(yaml.safe_dump(current, sort_keys=False))
 
 
+@contextlib.contextmanager
+def _kernel_imports_this_lesionlib() -> Iterator[None]:
+    """Put the folder holding the running ``lesionlib`` first on the kernel's ``PYTHONPATH``.
+
+    The kernel starts in the stage's staging folder and would otherwise import whatever
+    ``lesionlib`` the environment points at: with one venv shared by several clones, that is the
+    clone installed last, whose data and results roots are not this run's.
+    """
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([package_parent, *([before] if before else [])])
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
 def run_notebook(notebook: Path, run_dir: Path, *, stage: str,
                  parameters: Mapping[str, Any] | Callable[[Path], Mapping[str, Any]],
                  run_params: Mapping[str, Any] | None = None, kernel_name: str = "python3",
@@ -153,9 +174,10 @@ def run_notebook(notebook: Path, run_dir: Path, *, stage: str,
         else:
             py_to_ipynb(notebook, source)
         log.info("executing %s as %s/%s", notebook.name, run_dir.name, stage)
-        pm.execute_notebook(str(source), str(executed), parameters=params, kernel_name=kernel_name,
-                            cwd=str(staging), progress_bar=False, log_output=False,
-                            request_save_on_cell_execute=True, execution_timeout=timeout_s)
+        with _kernel_imports_this_lesionlib():
+            pm.execute_notebook(str(source), str(executed), parameters=params, kernel_name=kernel_name,
+                                cwd=str(staging), progress_bar=False, log_output=False,
+                                request_save_on_cell_execute=True, execution_timeout=timeout_s)
     except BaseException as exc:
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         failed = run_dir / f"{FAILED_PREFIX}{stage}-{stamp}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -259,3 +260,22 @@ def test_metrics_table_meets_the_collect_contract(tmp_path):
     assert pd.Series(back["pred_path"]).map(lambda p: Path(p).is_file()).all()  # resolved against the run folder
     with pytest.raises(ValueError, match="records but"):
         metrics_table(records, preds[:1], eval_set="child_test", params=params)
+
+
+def test_runner_kernel_imports_the_runners_lesionlib(tmp_path, monkeypatch):
+    """With another lesionlib earlier on the path (a second clone sharing the venv), the kernel
+    still imports the lesionlib of the process that runs the notebook."""
+    import lesionlib
+
+    impostor = tmp_path / "other_clone"
+    (impostor / "lesionlib").mkdir(parents=True)
+    (impostor / "lesionlib" / "__init__.py").write_text("IMPOSTOR = True\n")
+    monkeypatch.setenv("PYTHONPATH", str(impostor))
+    nb = tmp_path / "which.py"
+    nb.write_text('# %% tags=["parameters"]\nout_dir = "."\n\n'
+                  '# %%\nimport pathlib\nimport lesionlib\n'
+                  'pathlib.Path(out_dir, "where.txt").write_text(lesionlib.__file__)\n')
+    run_dir = tmp_path / "run"
+    run_notebook(nb, run_dir, stage="which", parameters=lambda d: {"out_dir": str(d)})
+    assert (run_dir / "where.txt").read_text() == lesionlib.__file__
+    assert os.environ["PYTHONPATH"] == str(impostor)  # restored after the run
