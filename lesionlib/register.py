@@ -12,10 +12,8 @@ Conventions
   image (LPS, mm).  Resampling the moving image (or its mask) with that transform puts it on the
   fixed image's grid (:func:`resample_to`).  :func:`transform_to_ras_matrix` gives the same map as a
   4x4 matrix acting on RAS coordinates.
-* The MNI grids used here (:func:`mni_grid`) are the nilearn MNI152 2009a template's field of view
-  (x -98..98, y -134..98, z -72..116 mm, RAS) sampled isotropically at ``resolution_mm``, with the
-  voxel centres placed symmetrically about the midline ``x = 0`` so that flipping axis 0 mirrors the
-  hemispheres exactly.
+* MNI space is :mod:`lesionlib.space` (one grid definition, one template loader): voxel centres
+  symmetric about the midline ``x = 0``, so flipping axis 0 mirrors the hemispheres exactly.
 
 The registration is a multi-resolution Mattes mutual-information optimisation (32 bins, random
 sampling) in the spirit of FSL FLIRT: a 6-dof rigid stage started from the images' centres of
@@ -24,9 +22,7 @@ mass, then (for 12 dof) an affine stage started from the rigid result.
 
 from __future__ import annotations
 
-import functools
 import logging
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +33,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from lesionlib.io import DataValidationError, atomic_path, load_nifti, save_nifti_atomic
+from lesionlib.space import mni_volumes, same_grid
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,7 +48,6 @@ __all__ = [
     "register_rigid",
     "register_affine",
     "resample_to",
-    "mni_grid",
     "mni_template",
     "register_to_mni",
     "propagate_mask",
@@ -65,8 +61,6 @@ ImageLike = nib.Nifti1Image | str | os.PathLike
 Interpolation = Literal["linear", "nearest"]
 
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
-# nilearn's MNI152 2009a template field of view (RAS, mm, voxel centres at 1 mm).
-_MNI_FOV_MM = ((-98.0, 98.0), (-134.0, 98.0), (-72.0, 116.0))
 
 
 # --------------------------------------------------------------------------- conversion
@@ -349,59 +343,17 @@ def resample_to(moving: ImageLike | sitk.Image, reference: ImageLike | sitk.Imag
 
 
 # --------------------------------------------------------------------------- MNI space
-def mni_grid(resolution_mm: float = 1.0) -> tuple[tuple[int, int, int], np.ndarray]:
-    """Shape and RAS affine of the MNI152 2009a field of view sampled at ``resolution_mm`` (isotropic).
-
-    Voxel centres along x are symmetric about ``x = 0`` (a voxel column lies on the midline), so
-    ``data[::-1]`` is the left-right mirror image. At 1 mm this is exactly nilearn's template grid
-    (197 x 233 x 189, origin (-98, -134, -72)).
-    """
-    if resolution_mm <= 0:
-        raise ValueError(f"resolution_mm must be positive, got {resolution_mm}")
-    r = float(resolution_mm)
-    (x0, x1), (y0, y1), (z0, z1) = _MNI_FOV_MM
-    nx_half = int(math.floor(x1 / r + 1e-6))
-    shape = (2 * nx_half + 1, int(math.floor((y1 - y0) / r + 1e-6)) + 1, int(math.floor((z1 - z0) / r + 1e-6)) + 1)
-    affine = np.diag([r, r, r, 1.0])
-    affine[:3, 3] = (-nx_half * r, y0, z0)
-    return shape, affine
-
-
-@functools.lru_cache(maxsize=8)
-def _mni_volumes(resolution_mm: float) -> dict[str, np.ndarray]:
-    """nilearn's MNI152 2009a T1, GM, WM and brain mask on :func:`mni_grid` (float32 arrays)."""
-    from nilearn import datasets, image  # local import: nilearn is slow to import
-
-    shape, affine = mni_grid(resolution_mm)
-    loaders = {
-        "t1": datasets.load_mni152_template,
-        "gm": datasets.load_mni152_gm_template,
-        "wm": datasets.load_mni152_wm_template,
-        "brain": datasets.load_mni152_brain_mask,
-    }
-    out = {}
-    for name, loader in loaders.items():
-        src = loader(resolution=1)
-        data = src.get_fdata(dtype=np.float32)
-        if resolution_mm > 1.0:  # anti-alias before downsampling (Gaussian, sigma in 1 mm voxels)
-            from scipy.ndimage import gaussian_filter
-
-            data = gaussian_filter(data, sigma=0.5 * math.sqrt(resolution_mm**2 - 1.0))
-        src = nib.Nifti1Image(data, src.affine)
-        res = image.resample_img(src, target_affine=affine, target_shape=shape, interpolation="linear",
-                                 force_resample=True, copy_header=True)
-        out[name] = np.clip(res.get_fdata(dtype=np.float32), 0.0, None)
-    out["brain"] = (out["brain"] > 0.5).astype(np.float32)
-    return out
-
-
 def mni_template(resolution_mm: float = 1.0, kind: Literal["t1", "gm", "wm", "brain"] = "t1") -> nib.Nifti1Image:
-    """A nilearn MNI152 2009a volume on :func:`mni_grid` (T1 in [0, 1], GM/WM probabilities, brain mask)."""
-    vols = _mni_volumes(float(resolution_mm))
-    if kind not in vols:
-        raise ValueError(f"kind must be one of {sorted(vols)}, got {kind!r}")
-    _, affine = mni_grid(resolution_mm)
-    return nib.Nifti1Image(vols[kind].copy(), affine)
+    """A volume of :func:`lesionlib.space.mni_volumes` as a nibabel image on the MNI grid.
+
+    ``'t1'`` in [0, 1], ``'gm'``/``'wm'`` probabilities, ``'brain'`` the binary brain mask (fraction > 0.5).
+    """
+    if kind not in ("t1", "gm", "wm", "brain"):
+        raise ValueError(f"kind must be one of ['brain', 'gm', 't1', 'wm'], got {kind!r}")
+    vols = mni_volumes(float(resolution_mm))
+    data = getattr(vols, kind)
+    data = (data > 0.5).astype(np.float32) if kind == "brain" else data.copy()
+    return nib.Nifti1Image(data, vols.affine.copy())
 
 
 def register_to_mni(image: ImageLike, *, resolution_mm: float = 2.0, dof: int = 12,
@@ -419,10 +371,6 @@ def register_to_mni(image: ImageLike, *, resolution_mm: float = 2.0, dof: int = 
 
 
 # --------------------------------------------------------------------------- propagation
-def _same_grid(a: nib.spatialimages.SpatialImage, b: nib.spatialimages.SpatialImage) -> bool:
-    return a.shape[:3] == b.shape[:3] and np.allclose(a.affine, b.affine, atol=1e-3)
-
-
 def propagate_mask(ses1_image: ImageLike, ses1_mask: ImageLike, ses2_image: ImageLike,
                    out_path: str | os.PathLike | None = None, *, method: Interpolation = "linear",
                    dof: int = 6, qc_path: str | os.PathLike | None = None,
@@ -457,7 +405,7 @@ def propagate_mask(ses1_image: ImageLike, ses1_mask: ImageLike, ses2_image: Imag
         uint8 mask (0/1) with session 2's shape and affine.
     """
     img1, msk1, img2 = _as_nifti(ses1_image), _as_nifti(ses1_mask), _as_nifti(ses2_image)
-    if not _same_grid(img1, msk1):
+    if not same_grid(img1, msk1):
         where = ses1_mask if not isinstance(ses1_mask, nib.spatialimages.SpatialImage) else "session-1 mask"
         raise DataValidationError(where, f"mask grid {msk1.shape} does not match the session-1 image "
                                          f"grid {img1.shape} (shape or affine differ)")

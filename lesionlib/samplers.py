@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from lesionlib.data.records import ImageRecord
 from lesionlib.io import DataValidationError, load_nifti
+from lesionlib.space import same_grid
 
 __all__ = [
     "POSTERIOR_FOSSA_BOX_MNI",
@@ -81,7 +82,7 @@ def _region_on_grid(mask: nib.Nifti1Image, atlas: nib.Nifti1Image | None,
                     box: dict[str, float]) -> np.ndarray:
     """Boolean cerebellar region on ``mask``'s voxel grid (atlas if given, else the box)."""
     if atlas is not None:
-        if atlas.shape[:3] == mask.shape and np.allclose(atlas.affine, mask.affine, atol=1e-3):
+        if same_grid(atlas, mask):
             return np.asarray(atlas.dataobj) > 0.5
         from nilearn.image import resample_to_img
 

@@ -47,6 +47,7 @@ from monai.transforms import (
 )
 
 from lesionlib.io import DataValidationError, load_nifti
+from lesionlib.space import grid_mismatch
 
 __all__ = [
     "AugmentationConfig",
@@ -60,7 +61,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-AFFINE_TOLERANCE_MM = 1e-3
 _RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # NIfTI world axes: +x = R, +y = A, +z = S
 
 
@@ -82,7 +82,7 @@ def check_record_files(records: Sequence[Any], *, need_mask: bool = True) -> Non
 
     Raises :class:`~lesionlib.io.DataValidationError` naming the file when an image or mask is
     missing or unreadable, a mask is missing while ``need_mask``, or a mask is not on its image's
-    grid (shape, or affine beyond 1e-3 mm). Voxel data are read later, by :class:`LoadRecordd`.
+    grid (:func:`lesionlib.space.same_grid`). Voxel data are read later, by :class:`LoadRecordd`.
     """
     import nibabel as nib
 
@@ -102,18 +102,17 @@ def check_record_files(records: Sequence[Any], *, need_mask: bool = True) -> Non
                 raise DataValidationError(rec.image_path, "no lesion mask (needed for training/validation)")
             continue
         mask = header(rec.mask_path)
-        if tuple(mask.shape[:3]) != tuple(img.shape[:3]):
-            raise DataValidationError(rec.mask_path, f"mask shape {mask.shape} differs from its image "
-                                                     f"{rec.image_path} {img.shape}")
-        if not np.allclose(mask.affine, img.affine, atol=AFFINE_TOLERANCE_MM):
-            raise DataValidationError(rec.mask_path, f"mask affine differs from its image {rec.image_path}")
+        mismatch = grid_mismatch(mask, img)
+        if mismatch:
+            raise DataValidationError(rec.mask_path, f"mask is not on the grid of its image {rec.image_path} "
+                                                     f"({mismatch})")
 
 
 class LoadRecordd(MapTransform):
     """Load ``image`` (and ``label`` if present) with :func:`lesionlib.io.load_nifti`.
 
     Produces ``MetaTensor``s of shape ``(1, X, Y, Z)`` float32 with the file's affine. The label
-    is binarised (``> 0``); it must lie on the image's grid (same shape, affine within 1e-3 mm),
+    is binarised (``> 0``); it must lie on the image's grid (:func:`lesionlib.space.same_grid`),
     otherwise :class:`~lesionlib.io.DataValidationError` names the mask file.
     """
 
@@ -142,12 +141,10 @@ class LoadRecordd(MapTransform):
         if label_path is not None:
             label_path = str(label_path)
             mask = load_nifti(label_path)
-            if mask.shape != img.shape:
-                raise DataValidationError(
-                    label_path, f"mask shape {mask.shape} differs from its image {image_path} {img.shape}"
-                )
-            if not np.allclose(mask.affine, img.affine, atol=AFFINE_TOLERANCE_MM):
-                raise DataValidationError(label_path, f"mask affine differs from its image {image_path}")
+            mismatch = grid_mismatch(mask, img)
+            if mismatch:
+                raise DataValidationError(label_path, f"mask is not on the grid of its image {image_path} "
+                                                      f"({mismatch})")
             binary = (np.asarray(mask.dataobj) > 0).astype(np.float32)
             d[self.label_key] = self._tensor(binary, img.affine, label_path)
         else:

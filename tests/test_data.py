@@ -23,10 +23,10 @@ from lesionlib.data.records import ImageRecord
 from lesionlib.data.validate import (
     DataValidationErrors,
     check_record,
-    grid_mismatch_mm,
     load_case,
     validate_records,
 )
+from lesionlib.space import voxel_displacement_mm
 from lesionlib.io import DataValidationError
 
 
@@ -381,9 +381,9 @@ def test_grid_mismatch_measures_millimetres():
     a = np.diag([1.0, 1.0, 1.0, 1.0])
     b = a.copy()
     b[:3, 3] = [3.0, 4.0, 0.0]
-    assert grid_mismatch_mm(a, b, (10, 10, 10)) == pytest.approx(5.0)
+    assert voxel_displacement_mm(a, b, (10, 10, 10)) == pytest.approx(5.0)
     c = np.diag([1.0, 1.0, 1.1, 1.0])  # 10% longer z voxels: far corner moves 0.9 mm
-    assert grid_mismatch_mm(a, c, (10, 10, 10)) == pytest.approx(0.9)
+    assert voxel_displacement_mm(a, c, (10, 10, 10)) == pytest.approx(0.9)
 
 
 def test_all_failures_are_listed(tmp_path, write_nifti, blob_mask):

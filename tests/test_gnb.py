@@ -22,7 +22,8 @@ from lesionlib.baselines.gnb import (
 from lesionlib.baselines.tissue import TissueMaps, segment_tissues, template_tissue_priors
 from lesionlib.data.records import ImageRecord
 from lesionlib.io import DataValidationError, save_nifti_atomic
-from lesionlib.register import mni_grid, mni_template
+from lesionlib.register import mni_template
+from lesionlib.space import mni_grid
 
 RES_MM = 3.0
 

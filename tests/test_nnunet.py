@@ -149,7 +149,8 @@ def test_export_rejects_bad_input(tmp_path):
         export_dataset(tmp_path / "raw" / "Dataset001_Toy", [], progress=False)
     other = make_case(tmp_path / "src2", "03", "1", 3, RAS_3MM, shape=(30, 32, 32))
     mismatched = ImageRecord("toy", "03", "1", good.image_path, other.mask_path)
-    with pytest.raises(DataValidationError, match="mask shape") as err:
+    expected = r"mask is not on the grid of its image .*shape \(30, 32, 32\) vs \(32, 32, 32\)"
+    with pytest.raises(DataValidationError, match=expected) as err:
         export_dataset(tmp_path / "raw" / "Dataset001_Toy", [mismatched], progress=False)
     assert err.value.path == other.mask_path
     shifted = tmp_path / "shifted_mask.nii.gz"

@@ -18,7 +18,7 @@ from lesionlib.synth import generate_adult_cohort, generate_child_cohort
 from lesionlib.synth import contrast, deform, lesions
 from lesionlib.synth.adult import adult_subject_label, synthesize_adult_subject
 from lesionlib.synth.child import SESSION_INTERVAL_DAYS, native_grid, synthesize_child
-from lesionlib.synth.templates import load_tissue_templates, mni_grid
+from lesionlib.space import mni_grid, mni_volumes
 
 RES = 3.0
 SEED = 5
@@ -45,25 +45,9 @@ def cohorts(tmp_path_factory):
 
 # --- grid -------------------------------------------------------------------------------------
 
-def test_mni_grid_is_nilearns_template_grid():
-    from nilearn import datasets
-
-    for resolution in (1, 2):
-        template = datasets.load_mni152_template(resolution=resolution)
-        shape, affine = mni_grid(float(resolution))
-        assert shape == template.shape
-        np.testing.assert_array_equal(affine, template.affine)
-    shape, affine = mni_grid(3.0)
-    assert shape == (66, 78, 63)
-    np.testing.assert_array_equal(affine[:3, 3], [-98, -134, -72])
-    np.testing.assert_array_equal(np.diag(affine)[:3], [3, 3, 3])
-    with pytest.raises(ValueError):
-        mni_grid(0.0)
-
-
 def test_resampled_templates_keep_brain_volume():
-    full = load_tissue_templates(1.0)
-    coarse = load_tissue_templates(3.0)
+    full = mni_volumes(1.0)
+    coarse = mni_volumes(3.0)
     volume_1mm = full.brain.sum() / 1000.0
     volume_3mm = coarse.brain.sum() * 27.0 / 1000.0
     assert volume_1mm == pytest.approx(1883.0, rel=0.01)
@@ -227,7 +211,7 @@ def test_child_lesion_plan_distribution():
 @pytest.fixture(scope="module")
 def template_tissues():
     """The unwarped template at 3 mm as a subject."""
-    templates = load_tissue_templates(RES)
+    templates = mni_volumes(RES)
     shape, affine = mni_grid(RES)
     anat = deform.deformation_coordinates(shape, affine, np.eye(4))
     return lambda: deform.sample_templates(templates, anat, affine)
@@ -308,7 +292,7 @@ def test_lesion_is_hypointense_to_white_matter(adult_subjects):
 
 
 def test_adult_brains_differ_from_template_and_each_other(adult_subjects):
-    template = load_tissue_templates(RES)
+    template = mni_volumes(RES)
     a, b = adult_subjects[0].tissues, adult_subjects[1].tissues
     assert np.abs(a.wm - template.wm).mean() > 0.02
     assert np.abs(a.wm - b.wm).mean() > 0.02

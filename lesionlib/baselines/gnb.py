@@ -6,7 +6,7 @@ MATLAB/SPM12 toolbox is ``jcgriffis/lesion_gnb``. This is a re-implementation of
 
 1. **MNI space.** Images not already in MNI space (children, native space) are registered affinely
    (12 dof, mutual information) to the MNI152 2009a template (:func:`lesionlib.register.register_to_mni`)
-   and resampled (linear) on the working grid :func:`lesionlib.register.mni_grid` at ``resolution_mm``
+   and resampled (linear) on the working grid :func:`lesionlib.space.mni_grid` at ``resolution_mm``
    (default 1.5 mm, the grid of SPM12's TPM on which the toolbox's normalised ``wc*`` maps live).
    Adult ATLAS images are in MNI152 2009a space already and are only resampled.
 2. **Tissue maps** GM/WM/CSF: SPM12 segmentation is replaced by the stand-in of
@@ -62,7 +62,8 @@ from tqdm.auto import tqdm
 from lesionlib.baselines.tissue import TissueMaps, segment_tissues, template_tissue_priors
 from lesionlib.data.records import ImageRecord
 from lesionlib.io import DataValidationError, atomic_path, load_nifti
-from lesionlib.register import RegistrationSettings, mni_grid, register_to_mni, resample_to
+from lesionlib.register import RegistrationSettings, register_to_mni, resample_to
+from lesionlib.space import grid_mismatch, mni_grid
 
 __all__ = [
     "ORIGINAL_PRIORS",
@@ -353,9 +354,10 @@ class LesionGnb:
         for record in tqdm(labelled, desc="LesionGnb features", disable=not progress):
             image = load_nifti(record.image_path)
             mask = load_nifti(record.mask_path)
-            if mask.shape != image.shape or not np.allclose(mask.affine, image.affine, atol=1e-3):
-                raise DataValidationError(record.mask_path, f"mask grid {mask.shape} does not match its image "
-                                                            f"{record.image_path} {image.shape}")
+            mismatch = grid_mismatch(mask, image)
+            if mismatch:
+                raise DataValidationError(record.mask_path, f"mask is not on the grid of its image "
+                                                            f"{record.image_path} ({mismatch})")
             case = self._prepare(image, self._needs_registration(record))
             lesion = _mask_to_mni(mask, case)
             left = int(lesion[x_mm < 0].sum())

@@ -16,7 +16,7 @@ bias-field model or MRF clean-up:
   by mean: CSF < GM < WM on T1w), then refined by EM with the spatial priors:
   ``p(k | y_i) ∝ prior_k(i) N(y_i; mu_k, sigma_k^2)``.
 
-Outputs are probability maps on the MNI grid of :func:`lesionlib.register.mni_grid`, zero outside
+Outputs are probability maps on the MNI grid of :func:`lesionlib.space.mni_grid`, zero outside
 the template brain mask (SPM's ``mask_ICV`` in the original toolbox).
 """
 

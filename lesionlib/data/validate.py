@@ -21,7 +21,6 @@ import logging
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import product
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -31,13 +30,12 @@ from tqdm.auto import tqdm
 
 from lesionlib.data.records import ImageRecord
 from lesionlib.io import DataValidationError, as_closest_ras, load_nifti, spacing_mm
+from lesionlib.space import GRID_TOL_MM, voxel_displacement_mm
 
 __all__ = [
     "DataValidationErrors",
     "CaseReport",
-    "AFFINE_TOL_MM",
     "orientation_code",
-    "grid_mismatch_mm",
     "check_record",
     "validation_reports",
     "raise_for_reports",
@@ -47,7 +45,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-AFFINE_TOL_MM = 1e-3
 
 
 class DataValidationErrors(DataValidationError):
@@ -91,16 +88,6 @@ class CaseReport:
 def orientation_code(affine: np.ndarray) -> str:
     """Axis codes of an affine, e.g. ``'RAS'`` or ``'LPS'`` (where each voxel axis points)."""
     return "".join(nib.aff2axcodes(affine))
-
-
-def grid_mismatch_mm(affine_a: np.ndarray, affine_b: np.ndarray, shape: Sequence[int]) -> float:
-    """Largest distance (mm) between the world positions that two affines give the 8 corner voxels of ``shape``.
-
-    Zero for identical grids; translations, zooms and rotations all show up in millimetres.
-    """
-    corners = np.array([[*c, 1.0] for c in product(*[(0, max(int(n) - 1, 0)) for n in shape[:3]])]).T
-    diff = (np.asarray(affine_a, float) @ corners)[:3] - (np.asarray(affine_b, float) @ corners)[:3]
-    return float(np.sqrt((diff ** 2).sum(axis=0)).max())
 
 
 def _voxels(img: nib.Nifti1Image) -> np.ndarray:
@@ -183,7 +170,7 @@ def _load_and_check(record: ImageRecord, *, require_mask: bool, affine_tol_mm: f
             report.errors.append(DataValidationError(
                 mask_path, f"mask shape {tuple(mask.shape)} differs from image shape {tuple(image.shape)} ({image_path.name})"))
         elif image_grid_ok and not mask_header_errors:
-            mismatch = grid_mismatch_mm(mask.affine, image.affine, image.shape)
+            mismatch = voxel_displacement_mm(mask.affine, image.affine, image.shape)
             if not np.isfinite(mismatch) or mismatch > affine_tol_mm:
                 report.errors.append(DataValidationError(
                     mask_path, f"mask affine differs from the image's ({image_path.name}): voxels are placed up to "
@@ -192,14 +179,14 @@ def _load_and_check(record: ImageRecord, *, require_mask: bool, affine_tol_mm: f
 
 
 def check_record(record: ImageRecord, *, require_mask: bool = True,
-                 affine_tol_mm: float = AFFINE_TOL_MM) -> CaseReport:
+                 affine_tol_mm: float = GRID_TOL_MM) -> CaseReport:
     """Run every check on one record; the report lists all its problems (none means valid)."""
     report, _, _ = _load_and_check(record, require_mask=require_mask, affine_tol_mm=affine_tol_mm)
     return report
 
 
 def validation_reports(records: Sequence[ImageRecord], *, progress: bool = True, n_jobs: int = 1,
-                       require_masks: bool = True, affine_tol_mm: float = AFFINE_TOL_MM) -> list[CaseReport]:
+                       require_masks: bool = True, affine_tol_mm: float = GRID_TOL_MM) -> list[CaseReport]:
     """One :class:`CaseReport` per record (same order), plus duplicate case-id errors.
 
     ``n_jobs`` > 1 checks records in threads (decompression and numpy release the GIL).
@@ -231,7 +218,7 @@ def raise_for_reports(reports: Iterable[CaseReport]) -> None:
 
 
 def validate_records(records: Sequence[ImageRecord], *, progress: bool = True, n_jobs: int = 1,
-                     require_masks: bool = True, affine_tol_mm: float = AFFINE_TOL_MM) -> None:
+                     require_masks: bool = True, affine_tol_mm: float = GRID_TOL_MM) -> None:
     """Validate every record; raise one :class:`DataValidationErrors` listing **every** failing file.
 
     All records are checked even after a failure, so one run shows everything to fix.
@@ -244,7 +231,7 @@ def validate_records(records: Sequence[ImageRecord], *, progress: bool = True, n
     logger.info("validated %d records: all valid", len(reports))
 
 
-def load_case(record: ImageRecord, *, require_mask: bool = False, affine_tol_mm: float = AFFINE_TOL_MM
+def load_case(record: ImageRecord, *, require_mask: bool = False, affine_tol_mm: float = GRID_TOL_MM
               ) -> tuple[nib.Nifti1Image, nib.Nifti1Image | None]:
     """Load a record's image and mask, validated, reoriented to the closest RAS orientation.
 

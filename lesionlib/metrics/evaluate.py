@@ -15,13 +15,12 @@ from tqdm.auto import tqdm
 
 from lesionlib.io import DataValidationError, atomic_path, load_nifti, spacing_mm
 from lesionlib.metrics.case import DISTANCE_METRICS, METRIC_COLUMNS, case_metrics
+from lesionlib.space import grid_mismatch
 
 __all__ = ["evaluate_files", "evaluate_records", "load_mask_pair", "summarise"]
 
 log = logging.getLogger(__name__)
 
-#: Largest difference (mm) between the affines of prediction and ground truth still counted as one grid.
-AFFINE_TOLERANCE_MM = 1e-3
 
 
 def load_mask_pair(pred_path: Path, gt_path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
@@ -42,15 +41,11 @@ def load_mask_pair(pred_path: Path, gt_path: Path) -> tuple[np.ndarray, np.ndarr
         Masks on different grids are never resampled silently.
     """
     pred_img, gt_img = load_nifti(pred_path), load_nifti(gt_path)
-    if pred_img.shape != gt_img.shape:
-        raise DataValidationError(
-            pred_path, f"grid differs from ground truth {gt_path}: shape {pred_img.shape} vs {gt_img.shape}"
-        )
-    max_diff = float(np.abs(pred_img.affine - gt_img.affine).max())
-    if max_diff > AFFINE_TOLERANCE_MM:
+    mismatch = grid_mismatch(pred_img, gt_img)
+    if mismatch:
         raise DataValidationError(
             pred_path,
-            f"grid differs from ground truth {gt_path}: affines differ by up to {max_diff:.4g} "
+            f"grid differs from ground truth {gt_path}: {mismatch} "
             f"(prediction {nib.aff2axcodes(pred_img.affine)} {np.round(pred_img.affine, 3).tolist()}, "
             f"ground truth {nib.aff2axcodes(gt_img.affine)} {np.round(gt_img.affine, 3).tolist()})",
         )

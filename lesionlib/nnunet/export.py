@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from lesionlib.data.records import ImageRecord
 from lesionlib.io import DataValidationError, atomic_path, load_nifti, save_nifti_atomic
+from lesionlib.space import grid_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,6 @@ __all__ = ["FILE_ENDING", "CHANNEL_NAMES", "LABELS", "export_dataset", "image_fi
 FILE_ENDING = ".nii.gz"
 CHANNEL_NAMES = {"0": "T1"}
 LABELS = {"background": 0, "lesion": 1}
-#: Largest tolerated difference between an image's and its mask's affine entries (mm).
-AFFINE_ATOL_MM = 1e-3
 
 
 def image_file_name(case_id: str, channel: int = 0) -> str:
@@ -90,15 +89,12 @@ def mask_for_nnunet(mask_path: Path, image: nib.Nifti1Image, image_path: Path) -
     """The record's lesion mask as uint8 {0, 1} on exactly the image's grid and affine.
 
     Any voxel > 0 is lesion. Raises :class:`DataValidationError` naming the mask file when its
-    shape differs from the image's or its affine differs by more than ``AFFINE_ATOL_MM``.
+    grid differs from the image's (:func:`lesionlib.space.same_grid`).
     """
     mask = load_nifti(mask_path)
-    if mask.shape != image.shape:
-        raise DataValidationError(
-            mask_path, f"mask shape {mask.shape} differs from image shape {image.shape} ({image_path})")
-    if not np.allclose(mask.affine, image.affine, atol=AFFINE_ATOL_MM):
-        raise DataValidationError(
-            mask_path, f"mask affine differs from the image's ({image_path}):\n{mask.affine}\nvs\n{image.affine}")
+    mismatch = grid_mismatch(mask, image)
+    if mismatch:
+        raise DataValidationError(mask_path, f"mask is not on the grid of its image {image_path} ({mismatch})")
     data = np.asarray(mask.dataobj)
     if not np.all(np.isfinite(data)):
         raise DataValidationError(mask_path, "mask contains NaN or infinite values")

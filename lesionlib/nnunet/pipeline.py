@@ -52,7 +52,6 @@ from lesionlib.bids import prediction_path
 from lesionlib.data.records import ImageRecord
 from lesionlib.io import atomic_path, load_nifti, save_nifti_atomic
 from lesionlib.nnunet.export import (
-    AFFINE_ATOL_MM,
     export_dataset,
     image_file_name,
     image_for_nnunet,
@@ -60,6 +59,7 @@ from lesionlib.nnunet.export import (
     set_geometry,
 )
 from lesionlib.nnunet.paths import NnUNetPaths, dataset_folder_name
+from lesionlib.space import grid_mismatch
 from lesionlib.nnunet.trainers import (
     DEFAULT_EPOCHS,
     DEFAULT_ITERATIONS,
@@ -496,12 +496,10 @@ class NnUNetRun:
                 if not raw_path.is_file():
                     raise RuntimeError(f"{raw_path}: nnU-Net wrote no prediction for {rec.case_id}")
                 pred = load_nifti(raw_path)
-                if pred.shape != shape:
-                    raise RuntimeError(f"{raw_path}: prediction shape {pred.shape} differs from the input's "
-                                       f"{shape} ({rec.image_path})")
-                if not np.allclose(pred.affine, affine, atol=AFFINE_ATOL_MM):
-                    raise RuntimeError(f"{raw_path}: prediction affine differs from the input's ({rec.image_path}):\n"
-                                       f"{pred.affine}\nvs\n{affine}")
+                mismatch = grid_mismatch(pred, (shape, affine))
+                if mismatch:
+                    raise RuntimeError(f"{raw_path}: prediction is not on the grid of its input {rec.image_path} "
+                                       f"({mismatch})")
                 mask = nib.Nifti1Image((np.asarray(pred.dataobj) > 0).astype(np.uint8), affine)
                 set_geometry(mask, affine, codes)
                 outputs.append(save_nifti_atomic(mask, prediction_path(out_dir, rec.subject, rec.session)))

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from lesionlib import bids
 from lesionlib.synth import cohort_files, contrast, deform, lesions
-from lesionlib.synth.templates import load_tissue_templates, mni_grid
+from lesionlib.space import mni_grid, mni_volumes
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +66,12 @@ class AdultSubject:
 def synthesize_adult_subject(index: int, seed: int = 0, resolution_mm: float = 1.0) -> AdultSubject:
     """Build subject ``index`` of the adult cohort in memory (nothing is written).
 
-    Returns arrays of shape :func:`~lesionlib.synth.templates.mni_grid` ``(resolution_mm)[0]``.
+    Returns arrays of shape :func:`lesionlib.space.mni_grid` ``(resolution_mm)[0]``.
     """
     rng = np.random.default_rng([seed, ADULT_STREAM, index])
     subject = adult_subject_label(index)
     site = bids.atlas_site_of(subject)
-    templates = load_tissue_templates(float(resolution_mm))
+    templates = mni_volumes(float(resolution_mm))
     shape, affine = mni_grid(resolution_mm)
 
     forward = deform.random_affine(rng, max_rotation_deg=3.0, scale=1.0, scale_sd=0.03, max_translation_mm=2.0)

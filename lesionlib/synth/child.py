@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from lesionlib import bids
 from lesionlib.synth import cohort_files, contrast, deform, lesions
 from lesionlib.synth.adult import CHILD_STREAM
-from lesionlib.synth.templates import load_tissue_templates, mni_grid
+from lesionlib.space import mni_grid, mni_volumes
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def synthesize_child(index: int, seed: int = 0, resolution_mm: float = 1.0) -> C
     plan = lesions.sample_child_lesion_plan(rng)
     spec = plan.lesions[0]
 
-    templates = load_tissue_templates(float(resolution_mm))
+    templates = mni_volumes(float(resolution_mm))
     shape, affine = mni_grid(resolution_mm)
     volume_fraction = float(np.clip(np.interp(age, AGE_RANGE_MONTHS, [0.77, 0.88]) * (1 + 0.03 * rng.standard_normal()),
                                     0.72, 0.92))

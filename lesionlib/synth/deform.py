@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from lesionlib.synth.templates import TissueTemplates, voxel_centres_mm
+from lesionlib.space import MniVolumes, voxel_centres_mm
 
 __all__ = [
     "BRAIN_CENTRE_MM",
@@ -176,12 +176,12 @@ class SubjectTissues:
         return voxel_centres_mm(self.shape, self.affine)
 
 
-def _brain_box_vox(templates: TissueTemplates) -> tuple[np.ndarray, np.ndarray]:
+def _brain_box_vox(templates: MniVolumes) -> tuple[np.ndarray, np.ndarray]:
     nonzero = np.argwhere(templates.brain > 0)
     return nonzero.min(axis=0) - 1.0, nonzero.max(axis=0) + 1.0
 
 
-def sample_templates(templates: TissueTemplates, anat_mm: np.ndarray, affine: np.ndarray) -> SubjectTissues:
+def sample_templates(templates: MniVolumes, anat_mm: np.ndarray, affine: np.ndarray) -> SubjectTissues:
     """Take the template's tissue fractions at the template coordinates ``anat_mm`` (trilinear)."""
     to_voxel = np.linalg.inv(templates.affine)
     shape = anat_mm.shape[1:]
