@@ -292,7 +292,7 @@ def corrupt(kind: str, image: Path, mask: Path, write_nifti, blob_mask) -> Path:
         write_nifti(image, data, AFFINE)
         return image
     if kind == "no_orientation":
-        img = nib.Nifti1Image(np.ones(SHAPE, np.float32), None)
+        img = nib.Nifti1Image(np.random.default_rng(1).random(SHAPE, dtype=np.float32), None)
         img.set_qform(None, code=0)
         img.set_sform(None, code=0)
         nib.save(img, image)
@@ -322,6 +322,31 @@ def corrupt(kind: str, image: Path, mask: Path, write_nifti, blob_mask) -> Path:
         data[2, 2, 2] = np.nan
         write_nifti(mask, data, AFFINE)
         return mask
+    if kind == "complex":
+        write_nifti(image, np.random.default_rng(2).random(SHAPE).astype(np.complex64), AFFINE)
+        return image
+    if kind == "rgb":
+        rgb = np.zeros(SHAPE, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+        rgb["G"] = 7
+        write_nifti(image, rgb, AFFINE)
+        return image
+    if kind == "huge_voxels":
+        write_nifti(image, np.random.default_rng(3).random(SHAPE, dtype=np.float32), np.diag([1e6, 1e6, 1e6, 1.0]))
+        return image
+    if kind == "constant":
+        write_nifti(image, np.zeros(SHAPE, np.int16), AFFINE)
+        return image
+    if kind == "mask_255":
+        write_nifti(mask, blob_mask(SHAPE, 12) * 255, AFFINE, dtype=np.uint8)
+        return mask
+    if kind == "mask_labels":
+        data = blob_mask(SHAPE, 12)
+        data[0, 0, 0] = 2
+        write_nifti(mask, data, AFFINE, dtype=np.int16)
+        return mask
+    if kind == "mask_all_lesion":
+        write_nifti(mask, np.ones(SHAPE, np.uint8), AFFINE, dtype=np.uint8)
+        return mask
     raise AssertionError(kind)
 
 
@@ -332,12 +357,20 @@ BAD_INPUTS = {
     "4d": r"expected a 3D image, found 4D with shape \(8, 9, 10, 2\)",
     "nan": r"image has 3 non-finite voxels \(2 NaN, 1 inf\)",
     "no_orientation": r"no orientation: sform_code and qform_code are both 0",
-    "mask_shape": r"mask shape \(8, 9, 11\) differs from image shape \(8, 9, 10\)",
-    "mask_nonbinary": r"mask is not binary: 2 voxels have values other than 0 and 1 \(0\.5, 2\)",
+    "mask_shape": r"mask is not on the grid of its image img_T1w\.nii\.gz \(shape \(8, 9, 11\) vs \(8, 9, 10\)\)",
+    "mask_nonbinary": r"mask is not binary: 2 voxels have values other than 0 and 1 \(0\.5, 2\); "
+                      r"values found: 0, 0\.5, 1, 2\. .*fslmaths MASK -bin MASK",
     "mask_missing": r"lesion mask missing: file does not exist",
-    "mask_affine": r"mask affine differs from the image's .*up to 2 mm apart \(tolerance 0\.001 mm\)",
-    "mask_4d": r"expected a 3D image, found 4D",
+    "mask_affine": r"mask is not on the grid of its image img_T1w\.nii\.gz .*up to 2 mm apart \(tolerance 0\.001 mm\)",
+    "mask_4d": r"expected a 3D mask, found 4D",
     "mask_nan": r"mask has 1 non-finite voxels \(1 NaN, 0 inf\)",
+    "complex": r"unsupported voxel data type complex64 \(NIfTI datatype code 32\)",
+    "rgb": r"unsupported voxel data type RGB",
+    "huge_voxels": r"implausible voxel size 1e\+06 x 1e\+06 x 1e\+06 mm \(expected 0\.1-10 mm per axis\)",
+    "constant": r"image is constant \(every voxel is 0\)",
+    "mask_255": r"mask is not binary: 12 voxels have values other than 0 and 1 \(255\); values found: 0, 255\.",
+    "mask_labels": r"mask is not binary: 1 voxels have values other than 0 and 1 \(2\); values found: 0, 1, 2\.",
+    "mask_all_lesion": r"every voxel of the mask is lesion",
 }
 
 
@@ -389,7 +422,7 @@ def test_grid_mismatch_measures_millimetres():
 def test_all_failures_are_listed(tmp_path, write_nifti, blob_mask):
     records = []
     for sub in ("01", "02", "03"):
-        image = write_nifti(f"{sub}/t1.nii.gz", np.ones(SHAPE, np.float32), AFFINE)
+        image = write_nifti(f"{sub}/t1.nii.gz", np.random.default_rng(int(sub)).random(SHAPE, dtype=np.float32), AFFINE)
         mask = write_nifti(f"{sub}/mask.nii.gz", blob_mask(SHAPE, 3), AFFINE, dtype=np.uint8)
         records.append(ImageRecord(dataset="toy", subject=sub, session="1", image_path=image, mask_path=mask))
     records[0].image_path.write_bytes(b"")
@@ -482,15 +515,39 @@ def test_cli_validate_default_synthetic_datasets(make_atlas_tree, make_child_tre
     assert "synthetic_child: 4 records, 4 valid" in text and "orientation LPS x4" in text
 
 
-def test_cli_validate_fails_with_exit_code_1(make_atlas_tree, caplog):
-    root = make_atlas_tree(lesion_voxels={"r001s001": 2})
-    bids.atlas_mask_path(root, "r001s001").write_bytes(b"")
-    caplog.set_level("INFO")
-    assert run_cli(["validate", "--dataset", "atlas_v2", "--root", str(root), "--no-progress"]) == 1
-    assert "file is empty" in caplog.text and str(bids.atlas_mask_path(root, "r001s001")) in caplog.text
-    assert run_cli(["validate", "--dataset", "atlas_v2", "--dataset", "child_cohort", "--root", str(root)]) == 2
-    assert run_cli(["validate", "--dataset", "atlas_v2"]) == 1  # no ATLAS_V2_ROOT
-    assert "ATLAS_V2_ROOT" in caplog.text
+def test_cli_validate_fails_with_exit_code_1(make_atlas_tree, capsys, isolate):
+    from lesionlib.cli import main
+
+    root = make_atlas_tree(lesion_voxels={"r001s001": 2, "r001s002": 3})
+    bad = bids.atlas_mask_path(root, "r001s001")
+    bad.write_bytes(b"")
+    before = snapshot(root, isolate["results"])
+    assert main(["validate", "--dataset", "atlas_v2", "--root", str(root), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}: file is empty (0 bytes)" in err.splitlines() and "Traceback" not in err
+    assert snapshot(root, isolate["results"]) == before  # not even the lesion-volume cache
+    assert main(["validate", "--dataset", "atlas_v2", "--dataset", "child_cohort", "--root", str(root)]) == 2
+    assert main(["validate", "--dataset", "atlas_v2"]) == 1  # no ATLAS_V2_ROOT: one line, no traceback
+    err = capsys.readouterr().err
+    assert "ATLAS_V2_ROOT" in err and "Traceback" not in err
+    # once valid, the volume cache is written
+    make_atlas_tree(root=root, lesion_voxels={"r001s001": 2, "r001s002": 3})
+    assert main(["validate", "--dataset", "atlas_v2", "--root", str(root), "--no-progress"]) == 0
+    assert discovery.default_volume_cache_path().is_file()
+
+
+def test_cli_validate_purpose_decides_about_empty_masks(make_child_tree, capsys):
+    from lesionlib.cli import main
+
+    root = make_child_tree(lesion_voxels={("01", "1"): 0, ("01", "2"): 4, ("02", "1"): 5})
+    empty = bids.child_mask_path(root, "01", "1")
+    assert main(["validate", "--dataset", "child_cohort", "--root", str(root), "--no-progress"]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert [line for line in lines if str(empty) in line] == [
+        f"{empty}: lesion mask is empty (no voxel is 1): a training case needs a lesion to learn from; "
+        "fix the mask or leave the case out of the training set"]
+    assert main(["validate", "--dataset", "child_cohort", "--root", str(root), "--no-progress",
+                 "--purpose", "evaluate"]) == 0
 
 
 def test_cli_discover_writes_csv(make_child_tree, tmp_path, capsys):

@@ -3,7 +3,8 @@
 * :mod:`lesionlib.data.manifest` — ``data_manifest.yaml``: dataset roots and asset files
   (override > environment variable > manifest default).
 * :mod:`lesionlib.data.discovery` — one :class:`ImageRecord` per T1w image (ATLAS v2.0 and child BIDS layouts).
-* :mod:`lesionlib.data.validate` — checks before training; :func:`load_case` loads a case in RAS.
+* :mod:`lesionlib.data.validate` — checks before any use (:func:`require_valid`, the gate of every
+  reader); :func:`load_case` loads a case in RAS.
 """
 
 from lesionlib.data.discovery import (
@@ -24,7 +25,7 @@ from lesionlib.data.manifest import (
     manifest_sha256,
 )
 from lesionlib.data.records import ImageRecord
-from lesionlib.data.validate import DataValidationErrors, check_record, load_case, validate_records
+from lesionlib.data.validate import DataValidationErrors, check_record, load_case, require_valid, validate_records
 from lesionlib.io import DataValidationError
 
 __all__ = [
@@ -46,5 +47,6 @@ __all__ = [
     "records_table",
     "check_record",
     "validate_records",
+    "require_valid",
     "load_case",
 ]

@@ -1,8 +1,10 @@
 """``lesionlib validate`` and ``lesionlib discover``.
 
-``lesionlib validate [--profile quick] [--dataset NAME ...] [--root PATH]`` discovers and validates
-datasets (default: the profile's two synthetic cohorts), logs a summary per dataset (records,
-lesion volume range in mL, orientations, voxel sizes) and exits 1 listing every failing file.
+``lesionlib validate [--profile quick] [--dataset NAME ...] [--root PATH] [--purpose train|evaluate]``
+discovers and validates datasets (default: the profile's two synthetic cohorts), logs a summary per
+dataset (records, lesion volume range in mL, orientations, voxel sizes) and, when a file fails,
+exits 1 with one line per failing file on stderr (printed by :func:`lesionlib.cli.main`). It writes
+nothing when a file fails (not even the lesion-volume cache).
 
 ``lesionlib discover --dataset NAME [--out records.csv]`` writes the records as CSV (stdout by default).
 """
@@ -18,10 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from lesionlib import config
-from lesionlib.data.discovery import discover, records_table
-from lesionlib.data.manifest import ManifestError
-from lesionlib.data.validate import CaseReport, raise_for_reports, validation_reports
-from lesionlib.io import DataValidationError, atomic_path
+from lesionlib.data.discovery import VolumeCache, discover, records_table
+from lesionlib.data.validate import CaseReport, log_warnings, raise_for_reports, validation_reports
+from lesionlib.io import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     _add_common(p)
     p.add_argument("--dataset", action="append", dest="datasets", metavar="NAME",
                    help=f"manifest dataset, repeatable (default: {' '.join(DEFAULT_DATASETS)})")
+    p.add_argument("--purpose", choices=("train", "evaluate"), default="train",
+                   help="train: an empty lesion mask is an error; evaluate: a warning (default: %(default)s)")
     p.add_argument("--jobs", type=int, default=1, help="threads reading files (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run_validate)
@@ -76,27 +79,23 @@ def run_validate(args: argparse.Namespace) -> int:
         logger.error("--root needs exactly one --dataset (got %s)", ", ".join(names))
         return 2
     progress = not args.no_progress
+    cache = VolumeCache()  # saved only if everything is valid: a failed validation writes nothing
     all_reports: list[CaseReport] = []
-    try:
-        for name in names:
-            records = discover(name, profile=args.profile, root=args.root, manifest=args.manifest, progress=progress)
-            reports = validation_reports(records, progress=progress, n_jobs=args.jobs)
-            logger.info("%s", _summary(name, reports))
-            all_reports += reports
-        raise_for_reports(all_reports)
-    except (DataValidationError, ManifestError) as exc:
-        logger.error("validation failed: %s", exc)
-        return 1
+    for name in names:
+        records = discover(name, profile=args.profile, root=args.root, manifest=args.manifest, progress=progress,
+                           cache=cache)
+        reports = validation_reports(records, purpose=args.purpose, progress=progress, n_jobs=args.jobs)
+        logger.info("%s", _summary(name, reports))
+        all_reports += reports
+    log_warnings(all_reports)
+    raise_for_reports(all_reports)
+    cache.save()
     logger.info("all %d records of %s are valid", len(all_reports), ", ".join(names))
     return 0
 
 
 def run_discover(args: argparse.Namespace) -> int:
-    try:
-        records = discover(args.dataset, profile=args.profile, root=args.root, manifest=args.manifest)
-    except (DataValidationError, ManifestError) as exc:
-        logger.error("discovery failed: %s", exc)
-        return 1
+    records = discover(args.dataset, profile=args.profile, root=args.root, manifest=args.manifest)
     table = records_table(records)
     if args.out is None:
         table.to_csv(sys.stdout, index=False)

@@ -140,10 +140,10 @@ def _fill_volumes(records: list[ImageRecord], cache: VolumeCache | None, progres
         if rec.mask_path is not None and rec.mask_path.is_file():
             try:
                 volume = cache.volume_ml(rec.mask_path)
-            except DataValidationError as exc:  # reported in full by validation
-                logger.warning("no lesion volume for %s: %s", rec.case_id, exc)
+            except DataValidationError as exc:  # reported by validation, once per file
+                logger.debug("no lesion volume for %s: %s", rec.case_id, exc)
         elif rec.mask_path is not None:
-            logger.warning("%s: lesion mask missing (%s)", rec.case_id, rec.mask_path)
+            logger.debug("%s: lesion mask missing (%s)", rec.case_id, rec.mask_path)
         out.append(dataclasses.replace(rec, lesion_volume_ml=volume))
     if own_cache:
         cache.save()
@@ -236,7 +236,7 @@ def _read_participants(root: Path) -> dict[str, dict[str, Any]]:
         return {}
     try:
         table = pd.read_csv(path, sep="\t", dtype=str, na_values=["n/a", "NA", ""], keep_default_na=False)
-    except (ValueError, pd.errors.ParserError) as exc:
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise DataValidationError(path, f"unreadable participants table ({exc})") from exc
     if "participant_id" not in table.columns:
         raise DataValidationError(path, f"no participant_id column (columns: {list(table.columns)})")
@@ -249,6 +249,12 @@ def _read_participants(root: Path) -> dict[str, dict[str, Any]]:
         except ValueError as exc:
             raise DataValidationError(path, f"{column} of {pid} is not a number: {value!r}") from exc
 
+    labels = table["participant_id"].astype(str).str.removeprefix("sub-")
+    counts = labels.value_counts()
+    repeated = sorted(f"sub-{label}" for label in counts[counts > 1].index)
+    if repeated:
+        raise DataValidationError(path, f"duplicate subject: participant_id {', '.join(repeated)} listed more than once "
+                                        f"(age, sex and site would be ambiguous); keep one row per participant")
     out: dict[str, dict[str, Any]] = {}
     for row in table.to_dict("records"):
         pid = str(row["participant_id"])
@@ -315,12 +321,14 @@ _LAYOUTS = {"atlas": discover_atlas, "child_bids": discover_child_bids}
 
 def discover(name: str, *, profile: str = config.DEFAULT_PROFILE, root: os.PathLike | str | None = None,
              manifest: Manifest | os.PathLike | str | None = None, volumes: bool = True,
-             progress: bool = True) -> list[ImageRecord]:
+             progress: bool = True, cache: VolumeCache | None = None) -> list[ImageRecord]:
     """Records of manifest dataset ``name`` (``synthetic_adult``, ``synthetic_child``, ``atlas_v2``, ``child_cohort``).
 
     The root is ``root`` if given, else the dataset's environment variable, else the manifest
     default for ``profile`` (:func:`lesionlib.data.manifest.dataset_root`). A record count other
     than the manifest's ``expected_cases`` is logged as a warning (a subset is legitimate).
+    Lesion volumes come from ``cache`` when given (the caller saves it), else from the default
+    cache, saved on the way out.
 
     Raises
     ------
@@ -339,7 +347,8 @@ def discover(name: str, *, profile: str = config.DEFAULT_PROFILE, root: os.PathL
         else:
             hint = "check --root"
         raise DataValidationError(base, f"root of dataset {name!r} does not exist: {hint}")
-    records = _LAYOUTS[spec.layout](base, dataset=name, domain=spec.domain, volumes=volumes, progress=progress)
+    records = _LAYOUTS[spec.layout](base, dataset=name, domain=spec.domain, volumes=volumes, cache=cache,
+                                    progress=progress)
     if spec.expected_cases is not None and len(records) != spec.expected_cases:
         logger.warning("%s: %d images found under %s, the manifest expects %d",
                        name, len(records), base, spec.expected_cases)
