@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from lesionlib import bids
 from lesionlib.data.records import ImageRecord
+from lesionlib.data.validate import require_valid
 from lesionlib.io import atomic_path, load_nifti, save_nifti_atomic
 from lesionlib.train import _autocast, model_from_checkpoint, resolve_device
 from lesionlib.transforms import preprocessing
@@ -114,7 +115,15 @@ def predict_records(model_or_checkpoint: torch.nn.Module | os.PathLike | str, re
     space
         BIDS ``space`` entity of the output name: ``'auto'`` takes it from the input file name
         (``MNI152NLin2009aSym`` for ATLAS, none for native child scans); ``None`` omits it.
+
+    Raises
+    ------
+    DataValidationError
+        Before anything is written, listing every image that is not valid for prediction
+        (:func:`lesionlib.data.validate.require_valid`).
     """
+    records = list(records)
+    require_valid(records, purpose="predict", progress=progress)
     device_t = resolve_device(device)
     provenance: dict[str, Any]
     if isinstance(model_or_checkpoint, torch.nn.Module):

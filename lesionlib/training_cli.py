@@ -87,7 +87,13 @@ def run_train(args: argparse.Namespace) -> int:
     from lesionlib.train import TrainConfig, train
     from lesionlib.transforms import AugmentationConfig
 
+    from lesionlib.data.validate import require_valid
+
+    progress = not args.no_progress
     records = _records(args)
+    # every file readable, masks binary and on their image's grid, before subset/split rules read
+    # masks; then the chosen training and validation cases must also have non-empty masks
+    require_valid(records, purpose="evaluate", progress=progress)
     split_info: dict[str, Any] = {"dataset": args.dataset, "profile": args.profile}
     if args.subset:
         records, report = atlas_subset(records, cerebellum_mask=args.cerebellum_mask, progress=not args.no_progress)
@@ -112,6 +118,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.no_augmentation:
         overrides["augmentation"] = AugmentationConfig(enabled=False)
     cfg = TrainConfig.from_profile(args.profile, stage=args.stage, **overrides)
+    require_valid([*train_records, *val_records], purpose="train")  # before train() creates the run folder
     result = train(cfg, train_records, val_records, args.out, split_info=split_info)
     log.info("run %s: %d epochs, best epoch %s (val Dice %s), encoder_pretrained=%s", result.out_dir,
              result.epochs_completed, result.best_epoch, result.best_val_dice, result.encoder_pretrained)

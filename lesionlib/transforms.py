@@ -78,42 +78,30 @@ def record_to_item(record: Any) -> dict[str, Any]:
 
 
 def check_record_files(records: Sequence[Any], *, need_mask: bool = True) -> None:
-    """Cheap header-only check before a pipeline runs (MONAI wraps errors raised inside transforms).
+    """Validate every record before a pipeline runs (MONAI wraps errors raised inside transforms).
 
-    Raises :class:`~lesionlib.io.DataValidationError` naming the file when an image or mask is
-    missing or unreadable, a mask is missing while ``need_mask``, or a mask is not on its image's
-    grid (:func:`lesionlib.space.same_grid`). Voxel data are read later, by :class:`LoadRecordd`.
+    Delegates to :func:`lesionlib.data.validate.require_valid` with purpose ``'train'`` (masks
+    required, binary, non-empty, on the image's grid) or, without ``need_mask``, ``'predict'``
+    (images only). Every record is checked before anything is raised.
+
+    Raises
+    ------
+    DataValidationError
+        A :class:`~lesionlib.data.validate.DataValidationErrors` listing every failing file.
     """
-    import nibabel as nib
+    from lesionlib.data.validate import require_valid
 
-    def header(path: Any) -> Any:
-        path = Path(path)
-        if not path.is_file():
-            raise DataValidationError(path, "file does not exist")
-        try:
-            return nib.load(str(path))
-        except Exception as exc:  # nibabel raises several types for unreadable headers
-            raise DataValidationError(path, f"not a readable NIfTI image ({exc})") from exc
-
-    for rec in records:
-        img = header(rec.image_path)
-        if rec.mask_path is None:
-            if need_mask:
-                raise DataValidationError(rec.image_path, "no lesion mask (needed for training/validation)")
-            continue
-        mask = header(rec.mask_path)
-        mismatch = grid_mismatch(mask, img)
-        if mismatch:
-            raise DataValidationError(rec.mask_path, f"mask is not on the grid of its image {rec.image_path} "
-                                                     f"({mismatch})")
+    require_valid(list(records), purpose="train" if need_mask else "predict")
 
 
 class LoadRecordd(MapTransform):
     """Load ``image`` (and ``label`` if present) with :func:`lesionlib.io.load_nifti`.
 
     Produces ``MetaTensor``s of shape ``(1, X, Y, Z)`` float32 with the file's affine. The label
-    is binarised (``> 0``); it must lie on the image's grid (:func:`lesionlib.space.same_grid`),
-    otherwise :class:`~lesionlib.io.DataValidationError` names the mask file.
+    must hold exactly {0, 1} (:func:`lesionlib.data.validate.mask_value_problem`: a {0, 255} or
+    label-map mask is an error, never thresholded) and lie on the image's grid
+    (:func:`lesionlib.space.same_grid`); otherwise :class:`~lesionlib.io.DataValidationError`
+    names the mask file. Run :func:`check_record_files` first: it reports every bad file at once.
     """
 
     def __init__(self, image_key: str = "image", label_key: str = "label") -> None:
@@ -130,23 +118,26 @@ class LoadRecordd(MapTransform):
         )
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        from lesionlib.data.validate import mask_value_problem
+
         d = dict(data)
         image_path = str(d[self.image_key])
-        img = load_nifti(image_path)
+        img = load_nifti(image_path, role="image")  # finite voxels, plausible header: checked there
         arr = np.asarray(img.dataobj, dtype=np.float32)
-        if not np.isfinite(arr).all():
-            raise DataValidationError(image_path, "image contains NaN or infinite values")
         d[self.image_key] = self._tensor(arr, img.affine, image_path)
         label_path = d.get(self.label_key)
         if label_path is not None:
             label_path = str(label_path)
-            mask = load_nifti(label_path)
+            mask = load_nifti(label_path, role="mask")
             mismatch = grid_mismatch(mask, img)
             if mismatch:
-                raise DataValidationError(label_path, f"mask is not on the grid of its image {image_path} "
+                raise DataValidationError(label_path, f"mask is not on the grid of its image {Path(image_path).name} "
                                                       f"({mismatch})")
-            binary = (np.asarray(mask.dataobj) > 0).astype(np.float32)
-            d[self.label_key] = self._tensor(binary, img.affine, label_path)
+            values = np.asarray(mask.dataobj)
+            problem = mask_value_problem(values)
+            if problem:
+                raise DataValidationError(label_path, problem)
+            d[self.label_key] = self._tensor(values.astype(np.float32), img.affine, label_path)
         else:
             d.pop(self.label_key, None)
         return d

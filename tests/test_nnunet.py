@@ -105,7 +105,7 @@ def test_environment_points_inside_the_run(tmp_path, monkeypatch):
 
 def test_export_writes_nnunet_raw_layout(tmp_path):
     train = [make_case(tmp_path / "src", f"{i:02d}", "1", i, RAS_3MM) for i in range(2)]
-    train.append(make_case(tmp_path / "src", "02", "1", 2, LPS_ANISO, shape=(32, 28, 30), mask_scale=255))
+    train.append(make_case(tmp_path / "src", "02", "1", 2, LPS_ANISO, shape=(32, 28, 30)))
     test = [make_case(tmp_path / "src", "09", "2", 9, LPS_ANISO)]
     out = export_dataset(tmp_path / "raw" / "Dataset001_Toy", train, test, progress=False)
 
@@ -126,7 +126,7 @@ def test_export_writes_nnunet_raw_layout(tmp_path):
         assert lab.get_data_dtype() == np.uint8 and np.array_equal(lab.affine, img.affine)
         data = np.asarray(lab.dataobj)
         assert set(np.unique(data)) <= {0, 1}
-        assert np.array_equal(data == 1, np.asarray(src_mask.dataobj) > 0)  # 255 became 1
+        assert np.array_equal(data, np.asarray(src_mask.dataobj))
     assert nib.aff2axcodes(nib.load(out / "imagesTr" / "sub-02_ses-1_0000.nii.gz").affine) == ("L", "S", "P")
     records = json.loads((out / "lesionlib_records.json").read_text())
     assert [r["case_id"] for r in records["test"]] == ["sub-09_ses-2"]
@@ -160,6 +160,12 @@ def test_export_rejects_bad_input(tmp_path):
     with pytest.raises(DataValidationError, match="affine"):
         export_dataset(tmp_path / "raw" / "Dataset001_Toy",
                        [ImageRecord("toy", "04", "1", good.image_path, shifted)], progress=False)
+    # a {0, 255} mask is rejected, never thresholded, and every bad file is named before anything is written
+    scaled = make_case(tmp_path / "src3", "05", "1", 5, RAS_3MM, mask_scale=255)
+    with pytest.raises(DataValidationError) as err:
+        export_dataset(tmp_path / "raw" / "Dataset001_Toy", [good, scaled], [mismatched], progress=False)
+    assert err.value.path == scaled.mask_path and "values found: 0, 255" in str(err.value)
+    assert not (tmp_path / "raw").exists()
 
 
 def test_failed_stage_raises_with_log_tail(tmp_path):

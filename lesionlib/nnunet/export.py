@@ -32,7 +32,8 @@ from lesionlib.space import grid_mismatch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FILE_ENDING", "CHANNEL_NAMES", "LABELS", "export_dataset", "image_file_name", "dataset_json"]
+__all__ = ["FILE_ENDING", "CHANNEL_NAMES", "LABELS", "export_dataset", "check_export_records", "image_file_name",
+           "dataset_json"]
 
 FILE_ENDING = ".nii.gz"
 CHANNEL_NAMES = {"0": "T1"}
@@ -88,19 +89,48 @@ def _copy_orientation_codes(src: nib.Nifti1Image, dst: nib.Nifti1Image) -> None:
 def mask_for_nnunet(mask_path: Path, image: nib.Nifti1Image, image_path: Path) -> nib.Nifti1Image:
     """The record's lesion mask as uint8 {0, 1} on exactly the image's grid and affine.
 
-    Any voxel > 0 is lesion. Raises :class:`DataValidationError` naming the mask file when its
-    grid differs from the image's (:func:`lesionlib.space.same_grid`).
+    Raises :class:`DataValidationError` naming the mask file when it is unreadable, not exactly
+    {0, 1} (:func:`lesionlib.data.validate.mask_value_problem`; never thresholded) or its grid
+    differs from the image's (:func:`lesionlib.space.same_grid`).
     """
-    mask = load_nifti(mask_path)
+    from lesionlib.data.validate import mask_value_problem
+
+    mask = load_nifti(mask_path, role="mask")
     mismatch = grid_mismatch(mask, image)
     if mismatch:
-        raise DataValidationError(mask_path, f"mask is not on the grid of its image {image_path} ({mismatch})")
+        raise DataValidationError(mask_path, f"mask is not on the grid of its image {Path(image_path).name} "
+                                             f"({mismatch})")
     data = np.asarray(mask.dataobj)
-    if not np.all(np.isfinite(data)):
-        raise DataValidationError(mask_path, "mask contains NaN or infinite values")
-    out = nib.Nifti1Image((data > 0).astype(np.uint8), image.affine)
+    problem = mask_value_problem(data)
+    if problem:
+        raise DataValidationError(mask_path, problem)
+    out = nib.Nifti1Image(data.astype(np.uint8), image.affine)
     _copy_orientation_codes(image, out)
     return out
+
+
+def check_export_records(records_train: Sequence[ImageRecord], records_test: Iterable[ImageRecord] = (), *,
+                         progress: bool = False) -> None:
+    """Validate an export before anything is written (:func:`lesionlib.data.validate.require_valid`).
+
+    Training records must be valid for training (mask present, binary, non-empty, on the image's
+    grid), test records for prediction (image only).
+
+    Raises
+    ------
+    DataValidationErrors
+        Listing every failing file of both sets.
+    """
+    from lesionlib.data.validate import DataValidationErrors, require_valid
+
+    errors: list[DataValidationError] = []
+    for records, purpose in ((list(records_train), "train"), (list(records_test), "predict")):
+        try:
+            require_valid(records, purpose=purpose, progress=progress)
+        except DataValidationErrors as exc:
+            errors += exc.errors
+    if errors:
+        raise DataValidationErrors(errors)
 
 
 def export_dataset(
@@ -132,7 +162,10 @@ def export_dataset(
     Raises
     ------
     DataValidationError
-        A training record without a mask, an unreadable file, or a mask off the image's grid.
+        Before anything is written: :func:`lesionlib.data.validate.require_valid` lists every
+        training record that is not valid for training (no mask, unreadable file, non-binary or
+        empty mask, mask off the image's grid...) and every test image that is not valid for
+        prediction.
     ValueError
         No training records, or a case id used twice.
     """
@@ -148,9 +181,7 @@ def export_dataset(
                 f"{dataset_dir}: case id {rec.case_id!r} occurs twice ({seen[rec.case_id].image_path} and "
                 f"{rec.image_path}); nnU-Net needs unique case ids")
         seen[rec.case_id] = rec
-    for rec in records_train:
-        if rec.mask_path is None:
-            raise DataValidationError(rec.image_path, "training case has no lesion mask (mask_path is None)")
+    check_export_records(records_train, records_test, progress=progress)
 
     folders = {name: dataset_dir / name for name in ("imagesTr", "labelsTr", "imagesTs")}
     for folder in folders.values():
@@ -165,8 +196,6 @@ def export_dataset(
         save_nifti_atomic(image_for_nnunet(image), images_dir / image_file_name(rec.case_id))
         if is_train:
             mask = mask_for_nnunet(Path(rec.mask_path), image, Path(rec.image_path))  # type: ignore[arg-type]
-            if not mask.get_fdata().any():
-                log.warning("%s: lesion mask is empty", rec.mask_path)
             save_nifti_atomic(mask, folders["labelsTr"] / f"{rec.case_id}{FILE_ENDING}")
 
     _write_json_atomic(dataset_json(len(records_train), dataset_dir.name, description), dataset_dir / "dataset.json")

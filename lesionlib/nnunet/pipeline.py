@@ -50,8 +50,10 @@ from tqdm.auto import tqdm
 
 from lesionlib.bids import prediction_path
 from lesionlib.data.records import ImageRecord
+from lesionlib.data.validate import require_valid
 from lesionlib.io import atomic_path, load_nifti, save_nifti_atomic
 from lesionlib.nnunet.export import (
+    check_export_records,
     export_dataset,
     image_file_name,
     image_for_nnunet,
@@ -248,7 +250,12 @@ class NnUNetRun:
 
     def export(self, records_train: Sequence[ImageRecord], records_test: Iterable[ImageRecord] = (), *,
                progress: bool = True) -> Path:
-        """Write the cases to ``raw_dir`` (see :func:`lesionlib.nnunet.export.export_dataset`)."""
+        """Write the cases to ``raw_dir`` (see :func:`lesionlib.nnunet.export.export_dataset`).
+
+        Every record is validated before any folder is created (:func:`check_export_records`).
+        """
+        records_train, records_test = list(records_train), list(records_test)
+        check_export_records(records_train, records_test, progress=progress)
         self.paths.make_dirs()
         start = time.perf_counter()
         out = export_dataset(self.raw_dir, records_train, records_test,
@@ -459,6 +466,7 @@ class NnUNetRun:
         records = list(records)
         if not records:
             return []
+        require_valid(records, purpose="predict")  # every bad image named, before anything is written
         model = Path(model_dir) if model_dir is not None else self._single_model(fold, checkpoint)
         if not (model / f"fold_{fold}" / checkpoint).is_file():
             raise FileNotFoundError(f"{model / f'fold_{fold}' / checkpoint}: no such checkpoint")
