@@ -308,13 +308,23 @@ def asset_path(name: str, override: os.PathLike | str | None = None, *, profile:
             )
         logger.debug("asset %s not configured (%s unset)", name, spec.env)
         return None
+    if origin == "override":
+        fix = "check the path given"
+    elif spec.env and origin.startswith("environment"):
+        fix = f"point {spec.env} at the file (where to get it: {spec.source}) or unset {spec.env} to run without it"
+    else:
+        fix = f"fix assets.{name}.default_path in {_manifest(manifest).path}"
     if not path.is_file():
-        raise DataValidationError(path, f"asset {name!r} file does not exist (path from {origin})")
+        raise DataValidationError(path, f"asset {name!r} file does not exist (path from {origin}): {fix}")
     if verify and spec.sha256 is not None:
-        found = file_sha256(path)
+        try:
+            found = file_sha256(path)
+        except OSError as exc:
+            raise DataValidationError(path, f"asset {name!r} file cannot be read ({exc.strerror or exc}): {fix}") from exc
         if found != spec.sha256:
             raise DataValidationError(
-                path, f"asset {name!r}: sha256 mismatch: expected {spec.sha256}, found {found} (wrong or corrupt file)"
+                path, f"asset {name!r}: sha256 mismatch: expected {spec.sha256}, found {found} (wrong or corrupt "
+                      f"file): {fix}"
             )
     return path
 

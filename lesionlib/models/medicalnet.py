@@ -23,6 +23,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from lesionlib.io import DataValidationError
+
 __all__ = ["MedicalNetWeightsError", "load_medicalnet_weights", "read_medicalnet_state_dict", "default_weights_path"]
 
 log = logging.getLogger(__name__)
@@ -31,13 +33,12 @@ HEAD_PREFIXES = ("conv_seg.", "fc.")
 _MAX_LISTED = 8
 
 
-class MedicalNetWeightsError(ValueError):
-    """A MedicalNet weights file does not fit the encoder; the message names the file and keys."""
+class MedicalNetWeightsError(DataValidationError):
+    """A MedicalNet weights file is missing, unreadable or does not fit the encoder.
 
-    def __init__(self, path: os.PathLike | str, problem: str):
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+    The message names the file and the problem (and the keys, for a mismatch). A
+    :class:`~lesionlib.io.DataValidationError`, so the command line reports it as one line.
+    """
 
 
 def _listing(keys: list[str]) -> str:
@@ -142,16 +143,29 @@ def load_medicalnet_weights(model_or_encoder: nn.Module, path: os.PathLike | str
 def default_weights_path() -> Path | None:
     """The manifest's ``medicalnet_resnet10`` asset, or ``None`` when it is not configured.
 
-    A configured file that is missing or fails its sha256 check is an error (raised by the
-    manifest), never a silent fall-back to random encoder weights.
+    ``None`` only when nothing points at weights (the manifest has no such asset, or neither
+    ``$MEDICALNET_RESNET10`` nor a ``default_path`` is set); the caller records "no weights".
+    Anything configured but broken is an error, never a silent fall-back to random encoder weights.
+
+    Raises
+    ------
+    ManifestError
+        The manifest itself is missing or malformed.
+    DataValidationError
+        The configured file does not exist or fails its sha256 check (raised by the manifest).
+    MedicalNetWeightsError
+        The configured file exists but cannot be read by this user.
     """
-    try:
-        from lesionlib.data.manifest import ManifestError, asset_path
-    except ImportError:  # the data package is not there: nothing configured
+    from lesionlib.data.manifest import asset_path, load_manifest
+
+    if "medicalnet_resnet10" not in load_manifest().assets:
+        log.info("the data manifest has no 'medicalnet_resnet10' asset: no MedicalNet weights")
         return None
-    try:
-        found = asset_path("medicalnet_resnet10")
-    except ManifestError as exc:  # asset unknown to this manifest
-        log.info("no MedicalNet weights from the manifest (%s)", exc)
+    found = asset_path("medicalnet_resnet10")
+    if found is None:
         return None
-    return None if found is None else Path(found)
+    path = Path(found)
+    if not os.access(path, os.R_OK):
+        raise MedicalNetWeightsError(path, "MedicalNet weights file is not readable by this user: fix its permissions "
+                                           "(chmod a+r) or unset MEDICALNET_RESNET10 to train without them")
+    return path
