@@ -20,6 +20,7 @@ import contextlib
 import gzip
 import os
 import tempfile
+import threading
 import zlib
 from pathlib import Path
 from typing import Iterator
@@ -81,28 +82,56 @@ class DataValidationError(ValueError):
         return (self.__class__, (self.path, self.problem))
 
 
-def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+_quiet_lock = threading.Lock()
+_quiet_depth = 0
+
+
+@contextlib.contextmanager
+def _nibabel_quiet() -> Iterator[None]:
+    """Silence nibabel's header-check logger ('nibabel.global') while any thread loads a file."""
+    global _quiet_depth
+    nib_logger = nib.imageglobals.logger
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            nib_logger.disabled = True
+        _quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                nib_logger.disabled = False
+
+
+def _describe(exc: BaseException, path: Path | None = None) -> str:
+    """``'Type: message'`` on one line, the file's own path (already the line's prefix) left out."""
+    text = str(exc)
+    if path is not None:
+        for form in (f'"{path}"', f"'{path}'", str(path)):
+            text = text.replace(form, "the file")
+    text = " ".join(text.split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _read_error(path: Path, exc: BaseException) -> DataValidationError:
     """The :class:`DataValidationError` for an exception raised while nibabel read ``path``."""
+    describe = _describe(exc, path)
     if isinstance(exc, PermissionError):
         return DataValidationError(path, "permission denied: the file cannot be read by this user "
                                          "(fix its permissions, e.g. chmod a+r)")
     if isinstance(exc, (EOFError, zlib.error, gzip.BadGzipFile)):
-        return DataValidationError(path, f"truncated or corrupt compressed file ({_describe(exc)})")
+        return DataValidationError(path, f"truncated or corrupt compressed file ({describe})")
     if isinstance(exc, nib.filebasedimages.ImageFileError):
-        return DataValidationError(path, f"not a readable NIfTI image ({_describe(exc)})")
+        return DataValidationError(path, f"not a readable NIfTI image ({describe})")
     if isinstance(exc, nib.spatialimages.HeaderDataError):
-        return DataValidationError(path, f"corrupt NIfTI header ({_describe(exc)})")
+        return DataValidationError(path, f"corrupt NIfTI header ({describe})")
     if isinstance(exc, MemoryError):
         return DataValidationError(path, "too large to load into memory (corrupt header dimensions?)")
     if isinstance(exc, OSError) and "bytes" in str(exc):  # nibabel: "Expected N bytes, got M bytes"
         return DataValidationError(path, f"truncated file or corrupt header: the voxel data are shorter than "
-                                         f"the header declares ({_describe(exc)})")
-    return DataValidationError(path, f"could not read image data ({_describe(exc)})")
+                                         f"the header declares ({describe})")
+    return DataValidationError(path, f"could not read image data ({describe})")
 
 
 def _header_problems(img: nib.spatialimages.SpatialImage, path: Path) -> list[str]:
@@ -123,7 +152,7 @@ def _header_problems(img: nib.spatialimages.SpatialImage, path: Path) -> list[st
         problems.append(f"corrupt NIfTI header: image shape {shape} has no voxels (dimensions must be >= 1)")
         return problems
     n_bytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
-    offset = float(header.get("vox_offset", 0.0))
+    offset = float(getattr(img.dataobj, "offset", header.get("vox_offset", 0.0)))  # nibabel moves it to the proxy
     file_bytes = path.stat().st_size
     if not np.isfinite(offset) or offset < 0:
         problems.append(f"corrupt NIfTI header: vox_offset {offset:g} is not a valid byte offset")
@@ -197,7 +226,7 @@ def load_nifti(path: os.PathLike | str, *, ndim: int | None = 3, role: str = "im
         raise DataValidationError(path, "file is empty (0 bytes)")
     if not os.access(path, os.R_OK):
         raise _read_error(path, PermissionError(path))
-    with nib.imageglobals.LoggingOutputSuppressor():  # nibabel logs header fixes to stderr
+    with _nibabel_quiet():  # nibabel logs its header checks itself: the error below says it once
         try:
             img = nib.load(str(path))
         except Exception as exc:  # nibabel raises many types for bad files: all become one
@@ -207,7 +236,7 @@ def load_nifti(path: os.PathLike | str, *, ndim: int | None = 3, role: str = "im
         try:
             problems = _header_problems(img, path)
         except Exception as exc:  # a header too broken to even describe
-            raise DataValidationError(path, f"corrupt NIfTI header ({_describe(exc)})") from exc
+            raise DataValidationError(path, f"corrupt NIfTI header ({_describe(exc, path)})") from exc
         if problems:
             raise DataValidationError(path, "; ".join(problems))
         if ndim is not None:

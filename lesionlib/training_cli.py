@@ -87,13 +87,13 @@ def run_train(args: argparse.Namespace) -> int:
     from lesionlib.train import TrainConfig, train
     from lesionlib.transforms import AugmentationConfig
 
-    from lesionlib.data.validate import require_valid
+    from lesionlib.data.validate import raise_for_reports, require_valid, validation_reports
 
     progress = not args.no_progress
     records = _records(args)
-    # every file readable, masks binary and on their image's grid, before subset/split rules read
-    # masks; then the chosen training and validation cases must also have non-empty masks
-    require_valid(records, purpose="evaluate", progress=progress)
+    # every file readable, masks binary and on their image's grid before the subset and split rules
+    # read masks (an empty mask is fine here); the chosen cases are then checked for training
+    raise_for_reports(validation_reports(records, purpose="evaluate", progress=progress))
     split_info: dict[str, Any] = {"dataset": args.dataset, "profile": args.profile}
     if args.subset:
         records, report = atlas_subset(records, cerebellum_mask=args.cerebellum_mask, progress=not args.no_progress)
@@ -118,11 +118,25 @@ def run_train(args: argparse.Namespace) -> int:
     if args.no_augmentation:
         overrides["augmentation"] = AugmentationConfig(enabled=False)
     cfg = TrainConfig.from_profile(args.profile, stage=args.stage, **overrides)
-    require_valid([*train_records, *val_records], purpose="train")  # before train() creates the run folder
+    # everything train() would reject, rejected before it creates the run folder
+    require_valid([*train_records, *val_records], purpose="train")
+    _check_encoder_weights(cfg)
     result = train(cfg, train_records, val_records, args.out, split_info=split_info)
     log.info("run %s: %d epochs, best epoch %s (val Dice %s), encoder_pretrained=%s", result.out_dir,
              result.epochs_completed, result.best_epoch, result.best_val_dice, result.encoder_pretrained)
     return 0
+
+
+def _check_encoder_weights(cfg: Any) -> None:
+    """Read the MedicalNet weights a new Res-U-Net run will load, so a configured but missing,
+    unreadable or corrupt file is reported before the run folder exists (not "no weights")."""
+    if cfg.model != "resunet" or cfg.init_from is not None:
+        return
+    from lesionlib.models.medicalnet import default_weights_path, read_medicalnet_state_dict
+
+    weights = cfg.encoder_weights or default_weights_path()
+    if weights is not None:
+        read_medicalnet_state_dict(weights)
 
 
 def run_predict(args: argparse.Namespace) -> int:
