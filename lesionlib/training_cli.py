@@ -76,10 +76,12 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", type=Path, help="dataset root (overrides the manifest)")
 
 
-def _records(args: argparse.Namespace) -> list:
-    from lesionlib.data import discover
+def _records(args: argparse.Namespace, purpose: str, warn: bool = True) -> list:
+    """The dataset's records, every one valid for ``purpose`` (nothing written otherwise)."""
+    from lesionlib.data.validate import discover_valid
 
-    return discover(args.dataset, profile=args.profile, root=args.root, progress=not args.no_progress)
+    return discover_valid(args.dataset, purpose=purpose, warn=warn, profile=args.profile, root=args.root,
+                          progress=not args.no_progress)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -87,13 +89,11 @@ def run_train(args: argparse.Namespace) -> int:
     from lesionlib.train import TrainConfig, train
     from lesionlib.transforms import AugmentationConfig
 
-    from lesionlib.data.validate import raise_for_reports, require_valid, validation_reports
+    from lesionlib.data.validate import require_valid
 
-    progress = not args.no_progress
-    records = _records(args)
     # every file readable, masks binary and on their image's grid before the subset and split rules
     # read masks (an empty mask is fine here); the chosen cases are then checked for training
-    raise_for_reports(validation_reports(records, purpose="evaluate", progress=progress))
+    records = _records(args, "evaluate", warn=False)
     split_info: dict[str, Any] = {"dataset": args.dataset, "profile": args.profile}
     if args.subset:
         records, report = atlas_subset(records, cerebellum_mask=args.cerebellum_mask, progress=not args.no_progress)
@@ -142,7 +142,7 @@ def _check_encoder_weights(cfg: Any) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     from lesionlib.predict import predict_records
 
-    records = _records(args)
+    records = _records(args, "predict")
     if args.exclude_split:
         split = (yaml.safe_load(args.exclude_split.read_text()) or {}).get("split", {})
         few = split.get("few_shot", {})

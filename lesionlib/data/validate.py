@@ -60,6 +60,7 @@ __all__ = [
     "log_warnings",
     "validate_records",
     "require_valid",
+    "discover_valid",
     "load_case",
 ]
 
@@ -388,6 +389,47 @@ def require_valid(records: Sequence[ImageRecord], *, purpose: Purpose, progress:
     raise_for_reports(reports)
     logger.debug("%d records valid for %s", len(reports), purpose)
     return reports
+
+
+def discover_valid(name: str, *, purpose: Purpose, cases: Iterable[str] | None = None, warn: bool = True,
+                   progress: bool = True, **discover_kwargs) -> list[ImageRecord]:
+    """Discover manifest dataset ``name`` and :func:`require_valid` its records, writing nothing unless all pass.
+
+    The command-line entry of every subcommand that reads a dataset. Lesion volumes go to a cache
+    that is saved only once every record is valid, so a run stopped by bad input writes nothing.
+
+    Parameters
+    ----------
+    name
+        Manifest dataset (see :func:`lesionlib.data.discovery.discover`, which gets ``discover_kwargs``:
+        ``profile``, ``root``, ``manifest``, ``volumes``).
+    purpose
+        As in :func:`require_valid`.
+    cases
+        Only these case ids (``sub-X_ses-Y``); ``None``: all.
+    warn
+        Log warnings (an empty mask in an evaluation set); ``False`` when the caller checks the
+        chosen records again with a stricter purpose, so no file is named twice.
+
+    Raises
+    ------
+    DataValidationErrors
+        Listing every failing file of the (selected) records.
+    """
+    from lesionlib.data.discovery import VolumeCache, discover
+
+    cache = VolumeCache() if discover_kwargs.get("volumes", True) else None
+    records = discover(name, progress=progress, cache=cache, **discover_kwargs)
+    if cases is not None:
+        wanted = set(cases)
+        records = [r for r in records if r.case_id in wanted]
+    reports = validation_reports(records, purpose=purpose, progress=progress)
+    if warn:
+        log_warnings(reports)
+    raise_for_reports(reports)
+    if cache is not None:
+        cache.save()
+    return records
 
 
 def load_case(record: ImageRecord, *, require_mask: bool = False, affine_tol_mm: float = GRID_TOL_MM

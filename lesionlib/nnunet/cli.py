@@ -24,19 +24,19 @@ from lesionlib import config
 log = logging.getLogger(__name__)
 
 
-def _records(args: argparse.Namespace, name: str | None, cases: list[str] | None):
+def _records(args: argparse.Namespace, name: str | None, cases: list[str] | None, purpose: str):
+    """The selected cases of dataset ``name``, every one valid for ``purpose`` (nothing written otherwise)."""
     from lesionlib.data import discover
+    from lesionlib.data.validate import discover_valid
 
     if name is None:
         raise SystemExit("this command needs --records NAME (a manifest dataset)")
-    records = discover(name, profile=args.profile, root=args.root)
     if cases:
-        wanted = set(cases)
-        records = [r for r in records if r.case_id in wanted]
-        missing = wanted - {r.case_id for r in records}
+        found = {r.case_id for r in discover(name, profile=args.profile, root=args.root, volumes=False)}
+        missing = set(cases) - found
         if missing:
             raise SystemExit(f"{name}: no such cases {sorted(missing)}")
-    return records
+    return discover_valid(name, purpose=purpose, cases=cases or None, profile=args.profile, root=args.root)
 
 
 def _run(args: argparse.Namespace, dataset_id: int | None = None, dataset_name: str | None = None):
@@ -47,8 +47,17 @@ def _run(args: argparse.Namespace, dataset_id: int | None = None, dataset_name: 
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    train = _records(args, args.records, args.case)
-    test = _records(args, args.test_records, args.test_case) if args.test_records else []
+    from lesionlib.data.validate import DataValidationErrors
+
+    sets, errors = [], []  # both sets checked before one error names every bad file
+    for name, cases, purpose in ((args.records, args.case, "train"), (args.test_records, args.test_case, "predict")):
+        try:
+            sets.append(_records(args, name, cases, purpose) if name or purpose == "train" else [])
+        except DataValidationErrors as exc:
+            errors += exc.errors
+    if errors:
+        raise DataValidationErrors(errors)
+    train, test = sets
     log.info("exported to %s", _run(args).export(train, test))
     return 0
 
@@ -84,14 +93,14 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     run = _run(args)
     fold = args.fold if args.fold == "all" else int(args.fold)
-    paths = run.predict(_records(args, args.records, args.case), args.out, tta=not args.no_tta,
-                        model_dir=args.model_dir, fold=fold)
+    paths = run.predict(_records(args, args.records, args.case, "predict"), args.out, tta=not args.no_tta,
+                        model_dir=args.model_dir, folds=[fold])
     log.info("%d predictions under %s", len(paths), args.out)
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    table = _run(args).evaluate(_records(args, args.records, args.case), args.out, out_csv=args.out_csv)
+    table = _run(args).evaluate(_records(args, args.records, args.case, "evaluate"), args.out, out_csv=args.out_csv)
     log.info("metrics:\n%s", table[["case_id", "dice", "hausdorff95_mm"]].to_string(index=False))
     return 0
 
