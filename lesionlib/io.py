@@ -228,29 +228,29 @@ def load_nifti(path: os.PathLike | str, *, ndim: int | None = 3, role: str = "im
         raise _read_error(path, PermissionError(path))
     with _nibabel_quiet():  # nibabel logs its header checks itself: the error below says it once
         try:
-            img = nib.load(str(path))
-        except Exception as exc:  # nibabel raises many types for bad files: all become one
+            return _load_checked(path, ndim, role)
+        except DataValidationError:
+            raise
+        except Exception as exc:  # nibabel and numpy raise many types for bad files: all become one
             raise _read_error(path, exc) from exc
-        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-            raise DataValidationError(path, f"not a NIfTI image (read as {type(img).__name__})")
-        try:
-            problems = _header_problems(img, path)
-        except Exception as exc:  # a header too broken to even describe
-            raise DataValidationError(path, f"corrupt NIfTI header ({_describe(exc, path)})") from exc
-        if problems:
-            raise DataValidationError(path, "; ".join(problems))
-        if ndim is not None:
-            shape = tuple(img.shape)
-            if len(shape) == ndim + 1 and shape[-1] == 1:
-                shape = shape[:-1]
-            if len(shape) != ndim:
-                raise DataValidationError(
-                    path, f"expected a {ndim}D {role}, found {len(img.shape)}D with shape {tuple(img.shape)}")
-        try:
-            data = np.asanyarray(img.dataobj)  # a full read: catches truncation
-        except Exception as exc:
-            raise _read_error(path, exc) from exc
-    if ndim is not None and data.ndim == ndim + 1:
+
+
+def _load_checked(path: Path, ndim: int | None, role: str) -> nib.Nifti1Image:
+    img = nib.load(str(path))
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise DataValidationError(path, f"not a NIfTI image (read as {type(img).__name__})")
+    try:
+        problems = _header_problems(img, path)
+    except Exception as exc:  # a header too broken to even describe
+        raise DataValidationError(path, f"corrupt NIfTI header ({_describe(exc, path)})") from exc
+    if problems:
+        raise DataValidationError(path, "; ".join(problems))
+    shape = tuple(img.shape)
+    squeeze = ndim is not None and len(shape) == ndim + 1 and shape[-1] == 1
+    if ndim is not None and len(shape) - squeeze != ndim:
+        raise DataValidationError(path, f"expected a {ndim}D {role}, found {len(shape)}D with shape {shape}")
+    data = np.asanyarray(img.dataobj)  # a full read: catches truncation
+    if squeeze:
         data = data[..., 0]
     finite = _finite_problem(data)
     if finite:

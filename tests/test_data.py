@@ -447,6 +447,41 @@ def test_unlabelled_and_duplicate_records(case):
         validate_records([record, record], progress=False)
 
 
+def test_require_valid_purposes(case, write_nifti, caplog):
+    from lesionlib.data.validate import require_valid
+
+    record, image, mask = case
+    write_nifti(mask, np.zeros(SHAPE, np.uint8), AFFINE, dtype=np.uint8)
+    with pytest.raises(DataValidationErrors, match="lesion mask is empty .*training case needs a lesion"):
+        require_valid([record], purpose="train")
+    caplog.set_level("WARNING")
+    [report] = require_valid([record], purpose="evaluate")
+    assert report.ok and report.mask_voxels == 0 and "kept for evaluation" in caplog.text
+    mask.unlink()  # prediction does not read masks
+    [report] = require_valid([record], purpose="predict")
+    assert report.ok and report.mask_voxels is None
+    with pytest.raises(ValueError, match="purpose must be one of"):
+        require_valid([record], purpose="fit")
+
+
+def test_passed_records_are_cached_by_file_identity(case, write_nifti, blob_mask, monkeypatch):
+    from lesionlib.data import validate
+
+    record, image, mask = case
+    reads = []
+    real_load = validate.load_nifti
+    monkeypatch.setattr(validate, "load_nifti", lambda path, **kw: reads.append(Path(path)) or real_load(path, **kw))
+    validate.check_record(record)
+    validate.check_record(record)
+    assert len(reads) == 4  # files written just now are always read again (racy mtime)
+    monkeypatch.setattr(validate, "_RACY_NS", 0)
+    validate.check_record(record)
+    reads.clear()
+    assert validate.check_record(record).ok and validate.check_record(record, purpose="evaluate").ok and not reads
+    write_nifti(mask, blob_mask(SHAPE, 12) * 255, AFFINE, dtype=np.uint8)  # same size, new content
+    assert not validate.check_record(record).ok and reads == [image, mask]
+
+
 # ================================================================ load_case: RAS reorientation
 
 def test_load_case_reorients_lps_to_ras_keeping_world_coordinates(make_child_tree):

@@ -22,8 +22,9 @@ Checks per record (each failure is a :class:`~lesionlib.io.DataValidationError` 
   would straddle a subject-level split).
 
 Validation only reads: it writes nothing, anywhere. Records that passed are remembered in memory,
-keyed by the files' size, modification time and inode, so validating the same unchanged files
-again (the CLI, then ``train()``) does not read them twice. :func:`load_case` applies the same
+keyed by the files' size, modification and change times and inode, so validating the same
+unchanged files again (the CLI, then ``train()``) does not read them twice; a file changed in the
+last two seconds is always read again (a rewrite within one clock tick can keep its mtime). :func:`load_case` applies the same
 file checks and returns the image and mask reoriented to the closest RAS orientation (axis flips
 and permutations only, no resampling: the voxel -> world mapping of every voxel is unchanged).
 """
@@ -34,6 +35,7 @@ import dataclasses
 import logging
 import os
 import threading
+import time
 from collections import Counter, OrderedDict, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -71,6 +73,7 @@ Purpose = Literal["train", "evaluate", "predict"]
 an empty one is a warning), ``predict`` (images only; masks are not read)."""
 
 _PASSED_MAX = 20_000
+_RACY_NS = 2_000_000_000  # files changed this recently are read again, never taken from the cache
 _passed: OrderedDict[tuple, tuple] = OrderedDict()
 _passed_lock = threading.Lock()
 
@@ -226,11 +229,15 @@ def _load_and_check(record: ImageRecord, *, require_mask: bool, affine_tol_mm: f
 
 
 def _file_key(path: Path | None) -> tuple | None:
+    """What identifies an unchanged file, or ``None`` when it must not be cached: unreadable, or
+    changed within the last :data:`_RACY_NS` (a rewrite within one clock tick keeps the mtime)."""
     if path is None:
         return ()
     try:
         st = os.stat(path)
     except OSError:
+        return None
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < _RACY_NS:
         return None
     return (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
