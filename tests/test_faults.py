@@ -430,6 +430,36 @@ def test_lesiongnb_rejects_bad_files_before_fitting_or_writing(command, faulty_t
     assert snapshot(root, isolate["results"]) == before and not out_dir.exists()
 
 
+def test_pipeline_loader_never_thresholds_a_mask(make_child_tree):
+    """Even past validation, the training loader refuses a {0, 255} mask instead of reading it as > 0."""
+    from lesionlib.io import DataValidationError
+    from lesionlib.transforms import LoadRecordd
+
+    root = make_child_tree(lesion_voxels={("01", "1"): 6})
+    [mask] = f_mask_255(root, "01")
+    with pytest.raises(DataValidationError, match="values found: 0, 255") as err:
+        LoadRecordd()({"image": str(_image(root, "01")), "label": str(mask)})
+    assert err.value.path == mask
+
+
+def test_predict_records_validates_every_image_before_writing(make_child_tree, tmp_path):
+    import torch
+
+    from lesionlib.data.discovery import discover_child_bids
+    from lesionlib.data.validate import DataValidationErrors
+    from lesionlib.predict import predict_records
+
+    root = make_child_tree(lesion_voxels={("01", "1"): 6, ("02", "1"): 5, ("03", "1"): 4})
+    bad = f_nan(root, "02") + f_constant(root, "03")
+    f_mask_missing(root, "01")  # prediction does not need masks
+    out = tmp_path / "out"
+    with pytest.raises(DataValidationErrors) as err:
+        predict_records(torch.nn.Conv3d(1, 2, 1), discover_child_bids(root), out, spacing_mm=(3.0, 3.0, 3.0),
+                        patch_size=(8, 8, 8), device="cpu", progress=False)
+    assert [e.path for e in err.value.errors] == bad
+    assert not out.exists()
+
+
 # ------------------------------------------------------------------------------------ loud failures
 def test_a_subcommand_module_that_fails_to_import_is_an_error(monkeypatch, capsys):
     import lesionlib.cli
