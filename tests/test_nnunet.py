@@ -284,11 +284,11 @@ def test_cli_export_and_missing_plans(tmp_path, monkeypatch):
     """``lesionlib nnunet export`` exports the chosen cases; ``train`` before planning fails clearly."""
     import argparse
 
-    import lesionlib.data
+    import lesionlib.data.discovery
     from lesionlib.nnunet.cli import register_cli
 
     recs = [make_case(tmp_path / "src", f"{i:02d}", "1", i, RAS_3MM, shape=(8, 8, 8)) for i in range(3)]
-    monkeypatch.setattr(lesionlib.data, "discover", lambda name, profile, root: recs)
+    monkeypatch.setattr(lesionlib.data.discovery, "discover", lambda name, profile, root, **kwargs: recs)
     parser = argparse.ArgumentParser()
     register_cli(parser.add_subparsers(dest="command"))
     base = ["nnunet", "{}", "--run-dir", str(tmp_path / "ws"), "--dataset-id", "12", "--dataset-name", "Toy",

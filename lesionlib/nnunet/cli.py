@@ -26,17 +26,15 @@ log = logging.getLogger(__name__)
 
 def _records(args: argparse.Namespace, name: str | None, cases: list[str] | None, purpose: str):
     """The selected cases of dataset ``name``, every one valid for ``purpose`` (nothing written otherwise)."""
-    from lesionlib.data import discover
     from lesionlib.data.validate import discover_valid
 
     if name is None:
         raise SystemExit("this command needs --records NAME (a manifest dataset)")
-    if cases:
-        found = {r.case_id for r in discover(name, profile=args.profile, root=args.root, volumes=False)}
-        missing = set(cases) - found
-        if missing:
-            raise SystemExit(f"{name}: no such cases {sorted(missing)}")
-    return discover_valid(name, purpose=purpose, cases=cases or None, profile=args.profile, root=args.root)
+    records = discover_valid(name, purpose=purpose, cases=cases or None, profile=args.profile, root=args.root)
+    missing = set(cases or ()) - {r.case_id for r in records}
+    if missing:
+        raise SystemExit(f"{name}: no such cases {sorted(missing)}")
+    return records
 
 
 def _run(args: argparse.Namespace, dataset_id: int | None = None, dataset_name: str | None = None):
