@@ -4,6 +4,7 @@ inputs (each with its own message, nothing written), RAS loading, and the two CL
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import os
 import re
@@ -462,6 +463,11 @@ def test_require_valid_purposes(case, write_nifti, caplog):
     assert report.ok and report.mask_voxels is None
     with pytest.raises(ValueError, match="purpose must be one of"):
         require_valid([record], purpose="fit")
+    # the same record twice (a case in both training and validation) is one case, not a duplicate subject
+    assert len(require_valid([record, record], purpose="predict")) == 1
+    twin = dataclasses.replace(record, image_path=mask)
+    with pytest.raises(DataValidationErrors, match="appears 2 times"):
+        require_valid([record, twin], purpose="predict")
 
 
 def test_passed_records_are_cached_by_file_identity(case, write_nifti, blob_mask, monkeypatch):

@@ -374,7 +374,9 @@ def require_valid(records: Sequence[ImageRecord], *, purpose: Purpose, progress:
     Parameters
     ----------
     records
-        The records about to be used.
+        The records about to be used. A record passed twice (equal in every field: the same case
+        in both the training and the validation set) is checked once; two *different* records
+        with one case id are a duplicate-subject error.
     purpose
         ``'train'``: masks required and non-empty. ``'evaluate'``: masks required; an empty mask is
         logged as a warning. ``'predict'``: images only.
@@ -384,14 +386,15 @@ def require_valid(records: Sequence[ImageRecord], *, purpose: Purpose, progress:
     Returns
     -------
     list of CaseReport
-        One per record, all valid.
+        One per distinct record (first-seen order), all valid.
 
     Raises
     ------
     DataValidationErrors
         Listing **every** failing file (all records are checked first).
     """
-    reports = validation_reports(records, purpose=purpose, progress=progress, n_jobs=n_jobs)
+    distinct = list(dict.fromkeys(records))
+    reports = validation_reports(distinct, purpose=purpose, progress=progress, n_jobs=n_jobs)
     log_warnings(reports)
     raise_for_reports(reports)
     logger.debug("%d records valid for %s", len(reports), purpose)
