@@ -158,8 +158,8 @@ def _header_problems(img: nib.spatialimages.SpatialImage, path: Path) -> list[st
         problems.append(f"corrupt NIfTI header: vox_offset {offset:g} is not a valid byte offset")
     elif path.name.endswith(".gz"):
         if offset + n_bytes > GZIP_MAX_RATIO * file_bytes:
-            problems.append(f"corrupt NIfTI header: shape {shape} of {dtype.name} declares {n_bytes} bytes of voxel "
-                            f"data, more than a {file_bytes}-byte gzip file can hold")
+            problems.append(f"corrupt NIfTI header: {n_bytes} bytes of voxel data (shape {shape} of {dtype.name}) "
+                            f"at offset {offset:g} end beyond what a {file_bytes}-byte gzip file can hold")
     elif offset + n_bytes > file_bytes:
         problems.append(f"truncated file or corrupt header: shape {shape} of {dtype.name} at offset {offset:g} "
                         f"needs {int(offset) + n_bytes} bytes, the file has {file_bytes}")

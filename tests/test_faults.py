@@ -216,7 +216,8 @@ def f_unreadable(root, label):
 
 FAULTS: dict[str, tuple[Fault, str]] = {  # label -> (fault, pattern of its problem)
     "hdrdatatype": (f_datatype, r"corrupt NIfTI header \(HeaderDataError: data code 999 not recognized\)"),
-    "hdrvoxoffset": (f_vox_offset, r"corrupt NIfTI header: .* more than a \d+-byte gzip file can hold"),
+    "hdrvoxoffset": (f_vox_offset, r"corrupt NIfTI header: 3840 bytes of voxel data \(shape \(10, 12, 8\) of float32\) "
+                                   r"at offset 1e\+09 end beyond what a \d+-byte gzip file can hold"),
     "hdrnegdim": (f_negative_dim, r"corrupt NIfTI header: image shape \(10, -5, 8\) has no voxels"),
     "hdrdimcount": (f_dim_count, r"corrupt NIfTI header"),
     "hdrmagic": (f_magic, r"not a readable NIfTI image"),
