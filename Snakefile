@@ -2,45 +2,45 @@
 #
 #   snakemake --cores 2                                  # quick profile, local, then the book
 #                                                        # -> results/quick/_book/_build/html/index.html
-#   snakemake --cores 2 --config profile=gpu             # another profile of experiments.yaml
+#   snakemake --cores 2 --config profile=cpu             # another profile of experiments.yaml
 #   snakemake --cores 2 runs                             # only the runs (no book)
 #   snakemake --workflow-profile workflow/profiles/slurm --config profile=paper   # SLURM, one GPU per job
 #
-# Each cell of the grid (lesionlib.experiments.expand_grid) runs its notebooks through
-# lesionlib.notebook_runner (jupytext -> papermill) into results/<profile>/<run_id>/. A stage's
-# executed notebook is moved into place only when every cell succeeded, so finished runs are
-# skipped and a failed one is re-run (its partial notebook stays under FAILED-<stage>-<time>/).
+# Jobs: the data report (cohorts generated when absent, validation, QC), each method's preparation
+# shared by a profile's cells (nnU-Net's planning and preprocessing), one job per grid cell
+# (lesionlib.experiments.expand_grid; its `cell` notebook trains then evaluates, through
+# lesionlib.notebook_runner: jupytext -> papermill, into results/<profile>/<run_id>/), the report
+# notebooks and the book. A cell's executed notebook is moved into place only when every notebook
+# cell succeeded, so finished cells are skipped and a failed one is re-run (its partial notebook
+# stays under FAILED-cell-<time>/).
 import sys
 from pathlib import Path
 
 from lesionlib import config as lconfig
-from lesionlib.experiments import expand_grid
+from lesionlib.experiments import CELL_NOTEBOOK, SHARED_DIR, expand_grid
+from lesionlib.profile import load_profile
+from lesionlib.segmenters import get_segmenter
 
 PROFILE = str(config.get("profile", lconfig.DEFAULT_PROFILE))
 RESULTS = Path(config.get("results", lconfig.results_root())).resolve()
 PY = sys.executable
-RUNS = {r.run_id: r for r in expand_grid(PROFILE)}
-NETWORK_RUNS = [r for r in RUNS.values() if "train" in r.stages]
-GNB_RUNS = [r for r in RUNS.values() if "lesiongnb" in r.stages]
+PROF = load_profile(PROFILE)
+RUNS = {r.run_id: r for r in expand_grid(PROF)}
+PREPARED = [m for m in PROF.method_names if get_segmenter(m).needs_preparation]
+GPU = 1 if PROF.device == "cuda" else 0
 P = RESULTS / PROFILE
 REPORT = P / "_report"
-STAGE = f"{PY} -m lesionlib.experiments run --profile {PROFILE} --results {RESULTS}"
-NOTEBOOK = f"{PY} -m lesionlib.experiments report --profile {PROFILE} --results {RESULTS}"
-
-
-def _alternatives(ids):
-    return "|".join(sorted(ids)) or "(?!)"
+BOOK = P / "_book"  # one book per profile and results root: <results>/<profile>/_book/_build/html/
+GRID = f"{PY} -m lesionlib grid"
+ARGS = f"--profile {PROFILE} --results {RESULTS}"
 
 
 wildcard_constraints:
-    net=_alternatives(r.run_id for r in NETWORK_RUNS),
-    gnb=_alternatives(r.run_id for r in GNB_RUNS),
+    run="|".join(sorted(RUNS)) or "(?!)",
+    method="|".join(PREPARED) or "(?!)",
 
 
 localrules: all, runs, book
-
-
-BOOK = P / "_book"  # one book per profile and results root: <results>/<profile>/_book/_build/html/
 
 
 rule all:
@@ -50,62 +50,54 @@ rule all:
 
 rule runs:
     input:
-        [P / r.run_id / "metrics.csv" for r in RUNS.values()],
+        [P / r / "metrics.csv" for r in RUNS],
 
 
-# Cohorts (generated when absent), validation, lesion-size distributions, mask propagation QC.
+# Cohorts (generated when absent), validation, lesion statistics and realism, mask propagation QC.
 rule data:
     output:
         REPORT / "data.ipynb",
     log:
         P / "_logs" / "data.log",
     shell:
-        "{NOTEBOOK} --notebook data > {log} 2>&1"
+        "{GRID} report {ARGS} --notebook data > {log} 2>&1"
 
 
-def _parent_checkpoint(wildcards):
-    parent = RUNS[wildcards.net].parent
-    return [P / parent / "train.ipynb"] if parent else []
-
-
-rule train:
+rule prepare:
     input:
-        data=REPORT / "data.ipynb",
-        parent=_parent_checkpoint,
+        REPORT / "data.ipynb",
     output:
-        P / "{net}" / "train.ipynb",
+        P / SHARED_DIR / "{method}.prepared",
     log:
-        P / "_logs" / "{net}.train.log",
+        P / "_logs" / "prepare_{method}.log",
     resources:
-        gpu=lambda wc: 1 if RUNS[wc.net].settings.get("device", "cpu") == "cuda" else 0,
+        gpu=GPU,
     shell:
-        "{STAGE} --run-id {wildcards.net} --stage train > {log} 2>&1"
+        "{GRID} prepare {ARGS} --method {wildcards.method} > {log} 2>&1 && touch {output}"
 
 
-rule evaluate:
+def _cell_inputs(wildcards):
+    spec = RUNS[wildcards.run]
+    inputs = [REPORT / "data.ipynb"]
+    if spec.parent:
+        inputs.append(P / spec.parent / f"{CELL_NOTEBOOK}.ipynb")
+    if spec.method in PREPARED:
+        inputs.append(P / SHARED_DIR / f"{spec.method}.prepared")
+    return inputs
+
+
+rule cell:
     input:
-        P / "{net}" / "train.ipynb",
+        _cell_inputs,
     output:
-        metrics=P / "{net}" / "metrics.csv",
-        notebook=P / "{net}" / "evaluate.ipynb",
+        metrics=P / "{run}" / "metrics.csv",
+        notebook=P / "{run}" / f"{CELL_NOTEBOOK}.ipynb",
     log:
-        P / "_logs" / "{net}.evaluate.log",
+        P / "_logs" / "{run}.log",
     resources:
-        gpu=lambda wc: 1 if RUNS[wc.net].settings.get("device", "cpu") == "cuda" else 0,
+        gpu=GPU,
     shell:
-        "{STAGE} --run-id {wildcards.net} --stage evaluate > {log} 2>&1"
-
-
-rule lesiongnb:
-    input:
-        data=REPORT / "data.ipynb",
-    output:
-        metrics=P / "{gnb}" / "metrics.csv",
-        notebook=P / "{gnb}" / "lesiongnb.ipynb",
-    log:
-        P / "_logs" / "{gnb}.lesiongnb.log",
-    shell:
-        "{STAGE} --run-id {wildcards.gnb} --stage lesiongnb > {log} 2>&1"
+        "{GRID} run {ARGS} --run-id {wildcards.run} > {log} 2>&1"
 
 
 rule report:
@@ -117,10 +109,10 @@ rule report:
     log:
         P / "_logs" / "report.log",
     shell:
-        "({NOTEBOOK} --notebook tables && {NOTEBOOK} --notebook figures) > {log} 2>&1"
+        "({GRID} report {ARGS} --notebook tables && {GRID} report {ARGS} --notebook figures) > {log} 2>&1"
 
 
-# The book: pages execute against results/<profile>; Sphinx warnings are errors (-W -n --keep-going).
+# The book: pages show the report notebooks' artefacts; Sphinx warnings are errors (-W -n --keep-going).
 rule book:
     input:
         rules.report.output,

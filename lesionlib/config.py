@@ -1,16 +1,12 @@
-"""Profiles of the experiment grid (``experiments.yaml`` at the project root).
+"""Where things live: the project root, the experiments file, the data and results roots.
 
-A profile fixes the data resolution, cohort sizes, epochs and seeds: ``quick`` (CPU, the
-embedded default), ``gpu`` (one H100, 30 minutes) and ``paper`` (the paper's settings).
+Profiles themselves (what ``experiments.yaml`` holds) are read by :mod:`lesionlib.profile`.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PROFILE = "quick"
@@ -19,20 +15,6 @@ DEFAULT_PROFILE = "quick"
 def experiments_file() -> Path:
     """``$LESIONLIB_EXPERIMENTS`` or ``experiments.yaml`` at the project root."""
     return Path(os.environ.get("LESIONLIB_EXPERIMENTS", PROJECT_ROOT / "experiments.yaml"))
-
-
-def load_experiments(path: Path | None = None) -> dict[str, Any]:
-    path = Path(path) if path else experiments_file()
-    with open(path) as fh:
-        return yaml.safe_load(fh)
-
-
-def load_profile(name: str = DEFAULT_PROFILE, path: Path | None = None) -> dict[str, Any]:
-    """The settings of one profile, with ``name`` added. Unknown names raise ``KeyError``."""
-    profiles = load_experiments(path)["profiles"]
-    if name not in profiles:
-        raise KeyError(f"unknown profile {name!r} in {path or experiments_file()}; known: {sorted(profiles)}")
-    return {"name": name, **profiles[name]}
 
 
 def data_root() -> Path:

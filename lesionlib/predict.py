@@ -30,7 +30,7 @@ from lesionlib import bids
 from lesionlib.data.records import ImageRecord
 from lesionlib.data.validate import require_valid
 from lesionlib.io import atomic_path, load_nifti, save_nifti_atomic
-from lesionlib.train import _autocast, model_from_checkpoint, resolve_device
+from lesionlib.train import autocast, model_from_checkpoint, resolve_device
 from lesionlib.transforms import preprocessing
 
 __all__ = ["predict_records", "predict_probability", "postprocess_mask", "prediction_space"]
@@ -81,7 +81,7 @@ def predict_probability(model: torch.nn.Module, image_path: os.PathLike | str, s
     affine_processed = np.asarray(processed.affine, dtype=np.float64)
     x = torch.as_tensor(processed).as_subclass(torch.Tensor)[None].to(device)
     model.eval()
-    with torch.no_grad(), _autocast(device, amp):
+    with torch.no_grad(), autocast(device, amp):
         logits = sliding_window_inference(x, tuple(int(p) for p in patch_size), sw_batch_size=sw_batch_size,
                                           predictor=model, overlap=overlap, mode="gaussian")
     logits = torch.as_tensor(logits).as_subclass(torch.Tensor).float()

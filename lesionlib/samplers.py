@@ -10,15 +10,17 @@
 
 Cerebellum definition (MNI152 space, mm)
 ----------------------------------------
-nilearn ships no cerebellum atlas offline, so by default the posterior fossa is approximated by
-the box ``y < -40 mm and z < -20 mm`` (behind and below the tentorium; the MNI cerebellum spans
-about y in [-90, -30], z in [-70, -10]). A lesion connected component (26-connectivity) counts as
-cerebellar when at least ``cerebellum_min_fraction`` (default 0.5) of its voxels lie in the
-region; a case is excluded if any component is cerebellar. Limits: the box also contains the
-lower brainstem and the most inferior occipito-temporal cortex, and misses the upper vermis
-(z > -20 mm); it is meaningful only for images in MNI space (ATLAS v2.0), not native-space
-child scans. With a real atlas, pass ``cerebellum_mask`` (a NIfTI in MNI space, values > 0.5 =
-cerebellum; resampled to each mask's grid with nearest-neighbour interpolation when needed).
+The paper keeps lesions "outside the cerebellum". With a cerebellum atlas (the manifest's
+``cerebellum_atlas`` asset, or ``cerebellum_mask``: a NIfTI in MNI space, values > 0.5 =
+cerebellum, resampled to each mask's grid by nearest neighbour when needed) that is what is applied:
+a case is excluded when any lesion voxel lies in the cerebellum. nilearn ships no cerebellum atlas
+offline, so without one the posterior fossa is approximated by the box ``y < -40 mm and z < -20 mm``
+(behind and below the tentorium; the MNI cerebellum spans about y in [-90, -30], z in [-70, -10])
+and a case is excluded when a lesion connected component (26-connectivity) has at least
+:data:`CEREBELLUM_BOX_MIN_FRACTION` of its voxels in the box — a weaker rule, named as such in the
+:class:`SubsetReport`. Limits of the box: it also contains the lower brainstem and the most
+inferior occipito-temporal cortex, and misses the upper vermis (z > -20 mm); it is meaningful
+only for images in MNI space (ATLAS v2.0), not native-space child scans.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ log = logging.getLogger(__name__)
 
 #: Posterior-fossa box in MNI mm: voxels with y < y_max_mm and z < z_max_mm.
 POSTERIOR_FOSSA_BOX_MNI = {"y_max_mm": -40.0, "z_max_mm": -20.0}
+#: Share of a lesion component's voxels inside the box that makes it cerebellar (box rule only).
+CEREBELLUM_BOX_MIN_FRACTION = 0.5
 _CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
 
 
@@ -105,6 +109,8 @@ def cerebellar_lesion(mask: nib.Nifti1Image, *, atlas: nib.Nifti1Image | None = 
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     inside = np.bincount(labels.ravel(), weights=region.ravel(), minlength=n + 1)
     fractions = inside[1:] / np.maximum(sizes[1:], 1)
+    if min_fraction <= 0:  # any lesion voxel in the region
+        return bool((inside[1:] > 0).any())
     return bool((fractions >= min_fraction).any())
 
 
@@ -136,8 +142,28 @@ class SubsetReport:
         }
 
 
+def _cerebellum_rule(rule: str, cerebellum_mask: os.PathLike | str | None) -> tuple[nib.Nifti1Image | None, float, str]:
+    """``(atlas or None, component fraction that makes a lesion cerebellar, description)`` of a rule."""
+    if rule not in ("auto", "atlas", "box"):
+        raise ValueError(f"cerebellum rule must be 'auto', 'atlas' or 'box', got {rule!r}")
+    if cerebellum_mask is None and rule != "box":
+        from lesionlib.data.manifest import asset_path
+
+        cerebellum_mask = asset_path("cerebellum_atlas")
+        if cerebellum_mask is None and rule == "atlas":
+            raise ValueError("cerebellum rule 'atlas' needs the manifest's cerebellum_atlas asset "
+                             "($LESIONLIB_CEREBELLUM_ATLAS): an MNI152 2009a cerebellum mask")
+    if rule != "box" and cerebellum_mask is not None:
+        return (load_nifti(cerebellum_mask), 0.0,
+                f"atlas {Path(cerebellum_mask).name}: any lesion voxel in the cerebellum excludes the case")
+    return (None, CEREBELLUM_BOX_MIN_FRACTION,
+            f"MNI posterior-fossa box (y < {POSTERIOR_FOSSA_BOX_MNI['y_max_mm']:g} mm, z < "
+            f"{POSTERIOR_FOSSA_BOX_MNI['z_max_mm']:g} mm; no atlas configured): a lesion component with at least "
+            f"{CEREBELLUM_BOX_MIN_FRACTION:.0%} of its voxels in the box excludes the case")
+
+
 def atlas_subset(records: Sequence[ImageRecord], min_volume_ml: float = 2.5, exclude_cerebellum: bool = True,
-                 cerebellum_mask: os.PathLike | str | None = None, cerebellum_min_fraction: float = 0.5,
+                 cerebellum_mask: os.PathLike | str | None = None, rule: str = "auto",
                  progress: bool = True) -> tuple[list[ImageRecord], SubsetReport]:
     """The paper's ATLAS subset: lesion volume >= ``min_volume_ml`` and no cerebellar lesion.
 
@@ -148,23 +174,22 @@ def atlas_subset(records: Sequence[ImageRecord], min_volume_ml: float = 2.5, exc
     min_volume_ml
         Minimum total lesion volume (mL); cases strictly below are removed.
     exclude_cerebellum
-        Apply the cerebellum rule (see the module docstring for the definition).
-    cerebellum_mask
-        Optional MNI-space cerebellum atlas NIfTI replacing the posterior-fossa box.
-    cerebellum_min_fraction
-        Fraction of a component's voxels inside the region that makes it cerebellar.
+        Apply the cerebellum rule.
+    cerebellum_mask, rule
+        ``rule='auto'``: with a cerebellum atlas (``cerebellum_mask``, else the manifest's
+        ``cerebellum_atlas`` asset) a case is excluded when *any* lesion voxel lies in the
+        cerebellum — the paper's "no cerebellum involvement"; without one, the posterior-fossa box
+        rule of the module docstring is used (and the report says so). ``'atlas'`` requires the
+        atlas; ``'box'`` always uses the box.
 
     Returns
     -------
     (kept, report)
-        Kept records in input order, and a :class:`SubsetReport`.
+        Kept records in input order, and a :class:`SubsetReport` (``cerebellum_definition`` says
+        which rule was used).
     """
-    atlas = load_nifti(cerebellum_mask) if cerebellum_mask is not None else None
-    if atlas is not None:
-        definition = f"atlas {Path(cerebellum_mask)} > 0.5, component fraction >= {cerebellum_min_fraction}"
-    else:
-        definition = (f"MNI box y < {POSTERIOR_FOSSA_BOX_MNI['y_max_mm']} mm and z < "
-                      f"{POSTERIOR_FOSSA_BOX_MNI['z_max_mm']} mm, component fraction >= {cerebellum_min_fraction}")
+    atlas, min_fraction, definition = _cerebellum_rule(rule, cerebellum_mask) if exclude_cerebellum \
+        else (None, 1.0, "not applied")
     kept: list[ImageRecord] = []
     removed: dict[str, list[str]] = {}
     n_vol = n_cer = n_both = 0
@@ -177,7 +202,7 @@ def atlas_subset(records: Sequence[ImageRecord], min_volume_ml: float = 2.5, exc
         reasons = []
         if lesion_volume_ml(rec, mask) < min_volume_ml:
             reasons.append(f"lesion volume < {min_volume_ml} mL")
-        if exclude_cerebellum and cerebellar_lesion(mask, atlas=atlas, min_fraction=cerebellum_min_fraction):
+        if exclude_cerebellum and cerebellar_lesion(mask, atlas=atlas, min_fraction=min_fraction):
             reasons.append("cerebellar lesion")
         n_vol += any(r.startswith("lesion volume") for r in reasons)
         n_cer += "cerebellar lesion" in reasons

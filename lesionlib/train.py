@@ -23,7 +23,6 @@ evaluated in fp32.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import functools
 import logging
@@ -33,7 +32,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -44,19 +43,20 @@ from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.inferers import sliding_window_inference
 from monai.metrics import compute_dice
 from monai.networks.utils import one_hot
+from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
 from lesionlib.data.records import ImageRecord
 from lesionlib.io import atomic_path
 from lesionlib.losses import build_loss
 from lesionlib.models import build_model
-from lesionlib.models.medicalnet import default_weights_path, load_medicalnet_weights
 from lesionlib.samplers import PatchDataset
-from lesionlib.transforms import (AugmentationConfig, augmentation, check_record_files, preprocessing,
-                                  record_to_item)
+from lesionlib.training_settings import OptimisationSettings
+from lesionlib.transforms import augmentation, check_record_files, preprocessing, record_to_item
 
 __all__ = [
     "TrainConfig",
+    "autocast",
     "RunResult",
     "train",
     "load_checkpoint",
@@ -76,59 +76,40 @@ CHECKPOINT_FORMAT = 1
 
 # Fields that define what a run computes: a resumed run must agree on them.
 _RUN_DEFINING = ("model", "model_kwargs", "iterations_per_epoch", "batch_size", "patch_size", "spacing_mm", "lr",
-                 "weight_decay", "scheduler", "seed", "foreground_fraction", "augmentation", "freeze_encoder",
+                 "weight_decay", "lr_schedule", "seed", "foreground_fraction", "augmentation", "freeze_encoder",
                  "init_from", "val_overlap")
 
 
-@dataclass
-class TrainConfig:
-    """Everything a training run depends on. Defaults are the paper's adult training.
+class TrainConfig(OptimisationSettings):
+    """Everything one training run depends on: the optimisation settings plus the run's identity.
 
-    Paper: Adam, lr 0.01, 200 epochs on adult data (100 when fine-tuning: see
-    :meth:`paper_finetune`), 80/20 seeded train/validation split (done by the caller with
-    :func:`lesionlib.samplers.train_val_split`).
+    The optimisation fields and their defaults (Adam lr 0.01 fixed, batch 2, patches, augmentation...)
+    are those of :class:`lesionlib.training_settings.OptimisationSettings`; a profile's method
+    section resolves into a ``TrainConfig`` per cell (:mod:`lesionlib.segmenters.monai_nets`).
 
     Attributes
     ----------
     model, model_kwargs
-        Registry name (``'unet'``, ``'resunet'``) and constructor arguments.
-    epochs, iterations_per_epoch, batch_size
+        Registry name (``'unet'``, ``'resunet'``) and constructor arguments (:mod:`lesionlib.models`).
+    epochs, iterations_per_epoch
         An epoch is ``iterations_per_epoch`` optimiser steps on batches of ``batch_size`` patches.
-    patch_size
-        Training patch and sliding-window size in voxels (multiples of the model's ``size_divisor``).
     spacing_mm
         Resampling target (mm, RAS axes); ``None`` = median spacing of the training images.
-    lr, weight_decay, scheduler
-        Adam settings; ``scheduler`` is ``'poly'`` (lr x (1 - epoch/epochs)^0.9, stepped per epoch,
-        as nnU-Net) or ``'constant'``.
     seed
         Seeds weight initialisation and the whole data stream.
     device
         ``'auto'`` (CUDA if available), ``'cpu'``, ``'cuda'``, ``'cuda:1'``...
-    num_workers
-        DataLoader worker processes for patch sampling and augmentation. Augmenting one 128^3
-        patch with the default probabilities took about 0.5 s on one CPU thread (elastic
-        deformation alone 2.6 s when applied), so a GPU run needs most of the machine's cores here.
-        Patches are bitwise the same for any worker count.
-    cache, cache_dir
-        Preprocessed volumes: ``'memory'`` (MONAI CacheDataset), ``'disk'`` (PersistentDataset
-        under ``cache_dir`` or ``<results>/cache/preprocessed``) or ``'none'``.
-    foreground_fraction
-        Fraction of patches centred on a lesion voxel (nnU-Net: 1/3).
-    augmentation
-        :class:`lesionlib.transforms.AugmentationConfig`.
+    cache_dir
+        Folder of the ``'disk'`` cache (default ``<results>/cache/preprocessed``).
     freeze_encoder
         Keep the encoder's weights (and batch-norm statistics) fixed.
     init_from
         Checkpoint to start from (fine-tuning); recorded as the parent run.
     encoder_weights
-        MedicalNet ResNet-10 ``.pth`` for ``resunet``; ``None`` = the manifest's asset if any.
-    val_overlap
-        Sliding-window overlap for per-epoch validation.
+        Pretrained encoder file given to the model registry (MedicalNet ResNet-10 for ``resunet``);
+        ``None``: the encoder starts from random weights (recorded as ``encoder_pretrained: false``).
     deterministic
         ``torch.use_deterministic_algorithms`` (needed for bitwise resume on CUDA; slower).
-    amp
-        bf16 autocast on CUDA (ignored on CPU).
     resume
         Continue from ``out_dir/checkpoint_last.pt`` if it exists (else refuse to overwrite).
     progress
@@ -136,88 +117,33 @@ class TrainConfig:
     """
 
     model: str = "unet"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 200
-    iterations_per_epoch: int = 250
-    batch_size: int = 2
-    patch_size: tuple[int, int, int] = (128, 128, 128)
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    epochs: int = Field(1, ge=1)
+    iterations_per_epoch: int = Field(1, ge=1)
     spacing_mm: tuple[float, float, float] | None = None
-    lr: float = 0.01
-    weight_decay: float = 0.0
-    scheduler: str = "poly"
     seed: int = 0
     device: str = "auto"
-    num_workers: int = 0
-    cache: str = "memory"
     cache_dir: str | None = None
-    foreground_fraction: float = 1.0 / 3.0
-    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     freeze_encoder: bool = False
     init_from: str | None = None
     encoder_weights: str | None = None
-    val_overlap: float = 0.25
     deterministic: bool = False
-    amp: bool = True
     resume: bool = True
     progress: bool = True
 
-    def __post_init__(self) -> None:
-        if isinstance(self.augmentation, dict):
-            aug = dict(self.augmentation)
-            for key in ("elastic_sigma_vox", "elastic_magnitude_vox", "bias_coeff_range"):
-                if key in aug:
-                    aug[key] = tuple(aug[key])
-            self.augmentation = AugmentationConfig(**aug)
-        self.patch_size = tuple(int(p) for p in self.patch_size)
-        if self.spacing_mm is not None:
-            self.spacing_mm = tuple(float(s) for s in self.spacing_mm)
-        if self.init_from is not None:
-            self.init_from = str(self.init_from)
-        if self.encoder_weights is not None:
-            self.encoder_weights = str(self.encoder_weights)
-        if len(self.patch_size) != 3:
-            raise ValueError(f"patch_size must have 3 entries, got {self.patch_size}")
-        if self.scheduler not in ("poly", "constant"):
-            raise ValueError(f"scheduler must be 'poly' or 'constant', got {self.scheduler!r}")
-        if self.cache not in ("memory", "disk", "none"):
-            raise ValueError(f"cache must be 'memory', 'disk' or 'none', got {self.cache!r}")
-        if self.epochs < 1 or self.iterations_per_epoch < 1 or self.batch_size < 1:
-            raise ValueError("epochs, iterations_per_epoch and batch_size must be >= 1")
-
+    @field_validator("init_from", "encoder_weights", "cache_dir", mode="before")
     @classmethod
-    def paper_adult(cls, **overrides: Any) -> "TrainConfig":
-        """The paper's adult training: Adam lr 0.01, 200 epochs."""
-        return cls(**{"epochs": 200, "lr": 0.01, **overrides})
+    def _path_to_str(cls, value: Any) -> Any:
+        return None if value is None else str(value)
 
+    @field_validator("model_kwargs", mode="before")
     @classmethod
-    def paper_finetune(cls, init_from: str | os.PathLike, **overrides: Any) -> "TrainConfig":
-        """The paper's fine-tuning: 100 epochs starting from ``init_from``."""
-        return cls(**{"epochs": 100, "lr": 0.01, "init_from": str(init_from), **overrides})
-
-    @classmethod
-    def from_profile(cls, profile: str, stage: str = "adult", **overrides: Any) -> "TrainConfig":
-        """Settings of an ``experiments.yaml`` profile; ``stage`` in 'adult', 'finetune', 'child_only'."""
-        from lesionlib.config import load_profile
-
-        p = load_profile(profile)
-        epochs_key = {"adult": "epochs_adult", "finetune": "epochs_finetune", "child_only": "epochs_child_only"}
-        if stage not in epochs_key:
-            raise ValueError(f"stage must be one of {sorted(epochs_key)}, got {stage!r}")
-        res = float(p["resolution_mm"])
-        settings: dict[str, Any] = {
-            "epochs": int(p[epochs_key[stage]]),
-            "iterations_per_epoch": int(p["iterations_per_epoch"]),
-            "batch_size": int(p["batch_size"]),
-            "patch_size": tuple(p["patch_size"]),
-            "spacing_mm": (res, res, res),
-            "device": p.get("device", "auto"),
-        }
-        settings.update(overrides)
-        return cls(**settings)
+    def _plain_kwargs(cls, value: Any) -> Any:
+        return _plain(dict(value or {}))  # tuples -> lists, so a configuration equals its YAML round trip
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-friendly dict (tuples become lists, recursively)."""
-        return _plain(dataclasses.asdict(self))
+        return _plain(self.model_dump(mode="json"))
 
 
 def _plain(value: Any) -> Any:
@@ -351,8 +277,7 @@ def _train_mode(model: torch.nn.Module, freeze_encoder: bool) -> None:
             module.eval()
 
 
-def _cached_dataset(items: list[dict], transform, config: TrainConfig, spacing: Sequence[float],
-                    name: str) -> Sequence[dict]:
+def _cached_dataset(items: list[dict], transform, config: TrainConfig, name: str) -> Sequence[dict]:
     if config.cache == "memory":
         return CacheDataset(items, transform=transform, num_workers=max(config.num_workers, 1),
                             progress=config.progress, copy_cache=False)
@@ -360,7 +285,7 @@ def _cached_dataset(items: list[dict], transform, config: TrainConfig, spacing: 
         from lesionlib.config import results_root
 
         base = Path(config.cache_dir) if config.cache_dir else results_root() / "cache" / "preprocessed"
-        key = "spacing-" + "x".join(f"{s:g}" for s in spacing) + "_pad-" + "x".join(map(str, config.patch_size))
+        key = "spacing-" + "x".join(f"{s:g}" for s in config.spacing_mm or ()) + "_pad-" + "x".join(map(str, config.patch_size))
         return PersistentDataset(items, transform=transform, cache_dir=base / key / name)
     return Dataset(items, transform=transform)
 
@@ -375,7 +300,8 @@ def _items(records: Sequence[ImageRecord]) -> list[dict]:
     return items
 
 
-def _autocast(device: torch.device, enabled: bool):
+def autocast(device: torch.device, enabled: bool = True) -> torch.autocast:
+    """bf16 autocast on CUDA when ``enabled``; a disabled context on any other device (fp32 on CPU)."""
     if device.type == "cuda" and enabled:
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return torch.autocast(device_type="cpu", enabled=False)
@@ -398,7 +324,7 @@ def validate(model: torch.nn.Module, volumes: Sequence[dict], patch_size: Sequen
             item = volumes[i]
             image = torch.as_tensor(item["image"]).as_subclass(torch.Tensor)[None].to(device)
             label = torch.as_tensor(item["label"]).as_subclass(torch.Tensor)[None].to(device)
-            with _autocast(device, amp):
+            with autocast(device, amp):
                 logits = sliding_window_inference(image, tuple(patch_size), sw_batch_size=batch_size,
                                                   predictor=model, overlap=overlap, mode="gaussian")
             logits = torch.as_tensor(logits).as_subclass(torch.Tensor).float()
@@ -419,8 +345,29 @@ def _check_resume_compatible(saved: dict[str, Any], config: TrainConfig, path: P
 
 
 # ---------------------------------------------------------------------------------------------
-# the loop
+# the loop, in named steps
 # ---------------------------------------------------------------------------------------------
+
+@dataclass
+class _ModelState:
+    """The model a run trains, and where its weights came from."""
+
+    model: torch.nn.Module
+    config: TrainConfig
+    encoder_pretrained: bool
+    encoder_weights: str | None
+    parent: dict[str, Any] | None
+
+
+@dataclass
+class _Progress:
+    """What a run has done so far (restored on resume)."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_score: float = -math.inf
+    best_epoch: int | None = None
+    start_epoch: int = 0
+
 
 def train(config: TrainConfig, train_records: Sequence[ImageRecord], val_records: Sequence[ImageRecord],
           out_dir: os.PathLike | str, *, split_info: dict[str, Any] | None = None,
@@ -433,6 +380,8 @@ def train(config: TrainConfig, train_records: Sequence[ImageRecord], val_records
         :class:`TrainConfig`.
     train_records, val_records
         Records with masks; validation may be empty (then ``checkpoint_best`` = lowest train loss).
+        Every file is validated first (:func:`lesionlib.transforms.check_record_files`): nothing is
+        trained on a file that validation rejects.
     out_dir
         Run folder (see the module docstring). An existing ``checkpoint_last.pt`` is resumed
         when ``config.resume`` (the run-defining settings must match).
@@ -443,10 +392,10 @@ def train(config: TrainConfig, train_records: Sequence[ImageRecord], val_records
         Called as ``on_epoch_end(epoch, history_row)`` after each epoch's checkpoint is written.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if not train_records:
         raise ValueError("train() needs at least one training record")
     check_record_files([*train_records, *val_records], need_mask=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     package_logger = logging.getLogger("lesionlib")
     previous_level = package_logger.level
     if package_logger.getEffectiveLevel() > logging.INFO:
@@ -467,34 +416,76 @@ def train(config: TrainConfig, train_records: Sequence[ImageRecord], val_records
 
 def _train(config: TrainConfig, train_records: list[ImageRecord], val_records: list[ImageRecord], out_dir: Path,
            split_info: dict[str, Any], on_epoch_end: Callable[[int, dict[str, Any]], None] | None) -> RunResult:
+    device = _setup_device(config)
+    resume_ckpt = _resume_checkpoint(config, out_dir)
+    spacing = config.spacing_mm or (tuple(resume_ckpt["spacing_mm"]) if resume_ckpt else _median_spacing(train_records))
+    config = config.model_copy(update={"spacing_mm": tuple(spacing)})
+    state = _build_model(config, resume_ckpt, out_dir)
+    config, model = state.config, state.model.to(device)
+    if config.freeze_encoder:
+        _set_encoder_trainable(model, False)
+    optimizer, scheduler = _optimiser(config, model)
+    progress = _restore(resume_ckpt, model, optimizer, scheduler, out_dir, config)
+    params = _start_params(config, state, train_records, val_records, split_info, device, out_dir, progress)
+    loss_fn = build_loss()
+    if progress.start_epoch < config.epochs:
+        batches, val_volumes = _data_stream(config, train_records, val_records, progress.start_epoch, device)
+    for epoch in range(progress.start_epoch, config.epochs):
+        t0 = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss = _train_one_epoch(model, batches, optimizer, loss_fn, config, device, epoch)
+        scheduler.step()
+        val_loss, val_dice = validate(model, val_volumes, config.patch_size, loss_fn, device,
+                                      batch_size=config.batch_size, overlap=config.val_overlap, amp=config.amp)
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_dice": val_dice,
+               "lr": lr, "seconds": round(time.perf_counter() - t0, 3)}
+        improved = _record_epoch(progress, row, has_validation=bool(val_records))
+        log.info("epoch %d/%d: train loss %.4f, val loss %.4f, val Dice %.4f%s", epoch + 1, config.epochs,
+                 train_loss, val_loss, val_dice, " (best)" if improved else "")
+        _save_epoch(_checkpoint(config, state, model, optimizer, scheduler, device, progress, epoch, out_dir),
+                    out_dir, progress.history, improved)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, row)
+    return _finish(config, state, params, progress, out_dir, bool(val_records))
+
+
+def _setup_device(config: TrainConfig) -> torch.device:
     device = resolve_device(config.device)
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    last_path, best_path = out_dir / CHECKPOINT_LAST, out_dir / CHECKPOINT_BEST
-    resume_ckpt = None
-    if last_path.exists():
-        if not config.resume:
-            raise FileExistsError(f"{last_path}: a run already exists here; set resume=True or use another folder")
-        resume_ckpt = load_checkpoint(last_path)
+    return device
 
-    spacing = config.spacing_mm or (tuple(resume_ckpt["spacing_mm"]) if resume_ckpt else _median_spacing(train_records))
-    if config.spacing_mm is None:
-        config = dataclasses.replace(config, spacing_mm=tuple(spacing))
-    if resume_ckpt is not None and config.init_from is not None and not config.model_kwargs:
-        config = dataclasses.replace(config, model_kwargs=dict(resume_ckpt["model_kwargs"]))
-    if resume_ckpt is not None:
-        _check_resume_compatible(resume_ckpt["config"], config, last_path)
 
-    # ---- model -----------------------------------------------------------------------------
+def _resume_checkpoint(config: TrainConfig, out_dir: Path) -> dict[str, Any] | None:
+    """The run's ``checkpoint_last.pt`` if it exists (``FileExistsError`` when resuming is off)."""
+    last_path = out_dir / CHECKPOINT_LAST
+    if not last_path.exists():
+        return None
+    if not config.resume:
+        raise FileExistsError(f"{last_path}: a run already exists here; set resume=True or use another folder")
+    return load_checkpoint(last_path)
+
+
+def _build_model(config: TrainConfig, resume_ckpt: dict[str, Any] | None, out_dir: Path) -> _ModelState:
+    """Seed, then build the model: from the parent checkpoint (fine-tuning), for a resume, or fresh.
+
+    A fresh model gets its pretrained encoder (``config.encoder_weights``) through the model
+    registry. Raises ``ValueError`` when the configuration cannot be resumed or fine-tuned.
+    """
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     np.random.seed(config.seed)
-    parent: dict[str, Any] | None = None
-    encoder_weights_used: str | None = None
-    if config.init_from is not None and resume_ckpt is None:
+    if resume_ckpt is not None:
+        if config.init_from is not None and not config.model_kwargs:
+            config = config.model_copy(update={"model_kwargs": dict(resume_ckpt["model_kwargs"])})
+        _check_resume_compatible(resume_ckpt["config"], config, out_dir / CHECKPOINT_LAST)
+        model = build_model(config.model, **config.model_kwargs)
+        state = _ModelState(model, config, bool(resume_ckpt["encoder_pretrained"]),
+                            resume_ckpt.get("encoder_weights"), resume_ckpt.get("parent"))
+    elif config.init_from is not None:
         parent_ckpt = load_checkpoint(config.init_from)
         if parent_ckpt["model_name"] != config.model:
             raise ValueError(f"{config.init_from}: checkpoint holds a {parent_ckpt['model_name']!r} model, "
@@ -502,166 +493,175 @@ def _train(config: TrainConfig, train_records: list[ImageRecord], val_records: l
         model_kwargs = dict(parent_ckpt["model_kwargs"])
         if config.model_kwargs and config.model_kwargs != model_kwargs:
             raise ValueError(f"{config.init_from}: model_kwargs {model_kwargs} differ from config {config.model_kwargs}")
-        config = dataclasses.replace(config, model_kwargs=model_kwargs)
+        config = config.model_copy(update={"model_kwargs": model_kwargs})
         model = build_model(config.model, **model_kwargs)
         model.load_state_dict(parent_ckpt["model_state"])
-        encoder_pretrained = bool(parent_ckpt.get("encoder_pretrained", False))
+        pretrained = bool(parent_ckpt.get("encoder_pretrained", False))
         parent = {"checkpoint": str(Path(config.init_from).resolve()), "run_dir": parent_ckpt.get("run_dir"),
-                  "epoch": parent_ckpt.get("epoch"), "encoder_pretrained": encoder_pretrained}
+                  "epoch": parent_ckpt.get("epoch"), "encoder_pretrained": pretrained}
         log.info("fine-tuning from %s (epoch %s)", config.init_from, parent_ckpt.get("epoch"))
-    elif resume_ckpt is not None:
-        model = build_model(config.model, **config.model_kwargs)
-        encoder_pretrained = bool(resume_ckpt["encoder_pretrained"])
-        parent = resume_ckpt.get("parent")
-        encoder_weights_used = resume_ckpt.get("encoder_weights")
+        state = _ModelState(model, config, pretrained, parent_ckpt.get("encoder_weights"), parent)
     else:
-        model = build_model(config.model, **config.model_kwargs)
-        if hasattr(model, "encoder") and config.model == "resunet":
-            weights = config.encoder_weights or default_weights_path()
-            if weights is not None:
-                load_medicalnet_weights(model, weights)
-                encoder_weights_used = str(weights)
-            else:
-                log.warning("resunet: no MedicalNet weights given (TrainConfig.encoder_weights or manifest asset "
-                            "'medicalnet_resnet10'); the encoder starts from random weights "
-                            "(recorded as encoder_pretrained: false)")
-        encoder_pretrained = bool(getattr(model, "encoder_pretrained", False))
-    divisor = int(getattr(model, "size_divisor", 1))
+        model = build_model(config.model, encoder_weights=config.encoder_weights, **config.model_kwargs)
+        state = _ModelState(model, config, bool(getattr(model, "encoder_pretrained", False)), config.encoder_weights,
+                            None)
+    divisor = int(getattr(state.model, "size_divisor", 1))
     if any(p % divisor for p in config.patch_size):
         raise ValueError(f"patch_size {config.patch_size} must be a multiple of {divisor} for model {config.model!r}")
-    model.encoder_pretrained = encoder_pretrained
-    model.to(device)
-    if config.freeze_encoder:
-        _set_encoder_trainable(model, False)
+    state.model.encoder_pretrained = state.encoder_pretrained
+    return state
+
+
+def _optimiser(config: TrainConfig, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+    """Adam over the trainable parameters and the per-epoch learning-rate schedule."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    factor = (functools.partial(_poly_factor, total=config.epochs) if config.scheduler == "poly" else _constant_factor)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=factor)
-    loss_fn = build_loss()
+    factor = (functools.partial(_poly_factor, total=config.epochs) if config.lr_schedule == "poly"
+              else _constant_factor)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=factor)
 
-    history: list[dict[str, Any]] = []
-    best_score, best_epoch = -math.inf, None
-    start_epoch = 0
-    if resume_ckpt is not None:
-        model.load_state_dict(resume_ckpt["model_state"])
-        optimizer.load_state_dict(resume_ckpt["optimizer_state"])
-        scheduler.load_state_dict(resume_ckpt["scheduler_state"])
-        _set_rng_states(resume_ckpt["rng_states"])
-        history = list(resume_ckpt["history"])
-        best_score, best_epoch = resume_ckpt["best_score"], resume_ckpt["best_epoch"]
-        start_epoch = int(resume_ckpt["sampler"]["next_epoch"])
-        log.info("resuming %s at epoch %d of %d", out_dir, start_epoch, config.epochs)
 
+def _restore(resume_ckpt: dict[str, Any] | None, model: torch.nn.Module, optimizer: Any, scheduler: Any,
+             out_dir: Path, config: TrainConfig) -> _Progress:
+    """Weights, optimiser, schedule, RNG states and history of the checkpoint being resumed."""
+    if resume_ckpt is None:
+        return _Progress()
+    model.load_state_dict(resume_ckpt["model_state"])
+    optimizer.load_state_dict(resume_ckpt["optimizer_state"])
+    scheduler.load_state_dict(resume_ckpt["scheduler_state"])
+    _set_rng_states(resume_ckpt["rng_states"])
+    progress = _Progress(list(resume_ckpt["history"]), resume_ckpt["best_score"], resume_ckpt["best_epoch"],
+                         int(resume_ckpt["sampler"]["next_epoch"]))
+    log.info("resuming %s at epoch %d of %d", out_dir, progress.start_epoch, config.epochs)
+    return progress
+
+
+def _start_params(config: TrainConfig, state: _ModelState, train_records: list[ImageRecord],
+                  val_records: list[ImageRecord], split_info: dict[str, Any], device: torch.device, out_dir: Path,
+                  progress: _Progress) -> dict[str, Any]:
+    """The run's ``params.yaml`` at start (status ``running``; resumes appended under ``resumed``)."""
+    model = state.model
     params = {
         "config": config.to_dict(),
         "model": config.model,
-        "encoder_pretrained": encoder_pretrained,
-        "encoder_weights": encoder_weights_used,
+        "encoder_pretrained": state.encoder_pretrained,
+        "encoder_weights": state.encoder_weights,
         "n_parameters": int(sum(p.numel() for p in model.parameters())),
         "n_trainable_parameters": int(sum(p.numel() for p in model.parameters() if p.requires_grad)),
-        "spacing_mm": list(spacing),
+        "spacing_mm": list(config.spacing_mm or ()),
         "split": {"train": [f"{r.dataset}/{r.case_id}" for r in train_records],
                   "val": [f"{r.dataset}/{r.case_id}" for r in val_records], **split_info},
-        "parent": parent,
+        "parent": state.parent,
         "device": str(device),
         "precision": "bf16-autocast" if (device.type == "cuda" and config.amp) else "fp32",
         "versions": {"torch": torch.__version__, "monai": __import__("monai").__version__},
         "status": "running",
         "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    if resume_ckpt is not None and (out_dir / PARAMS_YAML).exists():
+    if progress.start_epoch > 0 and (out_dir / PARAMS_YAML).exists():
         earlier = yaml.safe_load((out_dir / PARAMS_YAML).read_text()) or {}
         params["started"] = earlier.get("started", params["started"])
         params["resumed"] = [*earlier.get("resumed", []), {"at": _dt.datetime.now(_dt.timezone.utc).isoformat(
-            timespec="seconds"), "from_epoch": start_epoch}]
+            timespec="seconds"), "from_epoch": progress.start_epoch}]
     _write_yaml(params, out_dir / PARAMS_YAML)
+    return params
 
-    # ---- data ------------------------------------------------------------------------------
+
+def _data_stream(config: TrainConfig, train_records: list[ImageRecord], val_records: list[ImageRecord],
+                 start_epoch: int, device: torch.device) -> tuple[Iterator[dict], Sequence[dict]]:
+    """Batches of augmented patches from ``start_epoch`` on, and the preprocessed validation volumes."""
     samples_per_epoch = config.iterations_per_epoch * config.batch_size
-    if start_epoch < config.epochs:
-        prep = preprocessing(spacing, config.patch_size)
-        train_volumes = _cached_dataset(_items(train_records), prep, config, spacing, "train")
-        val_volumes = _cached_dataset(_items(val_records), prep, config, spacing, "val") if val_records else []
-        patches = PatchDataset(train_volumes, config.patch_size, samples_per_epoch, config.epochs, config.seed,
-                               foreground_fraction=config.foreground_fraction,
-                               augment=augmentation(config.augmentation))
-        loader = torch.utils.data.DataLoader(
-            patches, batch_size=config.batch_size,
-            sampler=range(start_epoch * samples_per_epoch, config.epochs * samples_per_epoch),
-            num_workers=config.num_workers, pin_memory=device.type == "cuda",
-            persistent_workers=False,
-        )
-        batches = iter(loader)
+    prep = preprocessing(config.spacing_mm, config.patch_size)
+    train_volumes = _cached_dataset(_items(train_records), prep, config, "train")
+    val_volumes = _cached_dataset(_items(val_records), prep, config, "val") if val_records else []
+    patches = PatchDataset(train_volumes, config.patch_size, samples_per_epoch, config.epochs, config.seed,
+                           foreground_fraction=config.foreground_fraction, augment=augmentation(config.augmentation))
+    loader = torch.utils.data.DataLoader(
+        patches, batch_size=config.batch_size,
+        sampler=range(start_epoch * samples_per_epoch, config.epochs * samples_per_epoch),
+        num_workers=config.num_workers, pin_memory=device.type == "cuda", persistent_workers=False,
+    )
+    return iter(loader), val_volumes
 
-    # ---- epochs ----------------------------------------------------------------------------
-    for epoch in range(start_epoch, config.epochs):
-        t0 = time.perf_counter()
-        _train_mode(model, config.freeze_encoder)
-        lr = optimizer.param_groups[0]["lr"]
-        running = []
-        bar = tqdm(range(config.iterations_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
-                   disable=not config.progress, leave=False, unit="it")
-        for _ in bar:
-            batch = next(batches)
-            image = batch["image"].to(device, non_blocking=True)
-            label = batch["label"].to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            with _autocast(device, config.amp):
-                logits = model(image)
-            loss = loss_fn(logits.float(), label)
-            loss.backward()
-            optimizer.step()
-            running.append(float(loss.detach()))
-            bar.set_postfix(loss=f"{running[-1]:.4f}")
-        scheduler.step()
-        val_loss, val_dice = validate(model, val_volumes, config.patch_size, loss_fn, device,
-                                      batch_size=config.batch_size, overlap=config.val_overlap, amp=config.amp)
-        row = {"epoch": epoch + 1, "train_loss": float(np.mean(running)), "val_loss": val_loss, "val_dice": val_dice,
-               "lr": lr, "seconds": round(time.perf_counter() - t0, 3)}
-        history.append(row)
-        score = val_dice if val_records else -row["train_loss"]
-        improved = score > best_score
-        if improved:
-            best_score, best_epoch = score, epoch + 1
-        log.info("epoch %d/%d: train loss %.4f, val loss %.4f, val Dice %.4f%s", epoch + 1, config.epochs,
-                 row["train_loss"], val_loss, val_dice, " (best)" if improved else "")
-        ckpt = {
-            "format": CHECKPOINT_FORMAT,
-            "model_name": config.model,
-            "model_kwargs": dict(config.model_kwargs),
-            "model_state": model.state_dict(),
-            "optimizer_state": optimizer.state_dict(),
-            "scheduler_state": scheduler.state_dict(),
-            "rng_states": _rng_states(device),
-            "sampler": {"next_epoch": epoch + 1, "next_slot": 0, "samples_per_epoch": samples_per_epoch,
-                        "seed": config.seed},
-            "epoch": epoch + 1,
-            "history": history,
-            "best_score": best_score,
-            "best_epoch": best_epoch,
-            "config": config.to_dict(),
-            "spacing_mm": list(spacing),
-            "patch_size": list(config.patch_size),
-            "encoder_pretrained": encoder_pretrained,
-            "encoder_weights": encoder_weights_used,
-            "parent": parent,
-            "run_dir": str(out_dir.resolve()),
-        }
-        if improved:
-            _save_atomic(ckpt, best_path)
-        _save_atomic(ckpt, last_path)
-        _write_history(history, out_dir / HISTORY_CSV)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, row)
 
-    history_df = _write_history(history, out_dir / HISTORY_CSV)
+def _train_one_epoch(model: torch.nn.Module, batches: Iterator[dict], optimizer: torch.optim.Optimizer,
+                     loss_fn: torch.nn.Module, config: TrainConfig, device: torch.device, epoch: int) -> float:
+    """``config.iterations_per_epoch`` optimiser steps; returns the mean training loss."""
+    _train_mode(model, config.freeze_encoder)
+    running = []
+    bar = tqdm(range(config.iterations_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
+               disable=not config.progress, leave=False, unit="it")
+    for _ in bar:
+        batch = next(batches)
+        image = batch["image"].to(device, non_blocking=True)
+        label = batch["label"].to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, config.amp):
+            logits = model(image)
+        loss = loss_fn(logits.float(), label)
+        loss.backward()
+        optimizer.step()
+        running.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{running[-1]:.4f}")
+    return float(np.mean(running))
+
+
+def _record_epoch(progress: _Progress, row: dict[str, Any], *, has_validation: bool) -> bool:
+    """Append ``row`` to the history; returns whether it is the best epoch so far (validation Dice,
+    or the lowest training loss without validation data)."""
+    progress.history.append(row)
+    score = row["val_dice"] if has_validation else -row["train_loss"]
+    if score > progress.best_score:
+        progress.best_score, progress.best_epoch = score, row["epoch"]
+        return True
+    return False
+
+
+def _checkpoint(config: TrainConfig, state: _ModelState, model: torch.nn.Module, optimizer: Any, scheduler: Any,
+                device: torch.device, progress: _Progress, epoch: int, out_dir: Path) -> dict[str, Any]:
+    """Everything needed to resume exactly after ``epoch`` (0-based) or to rebuild the model."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model_name": config.model,
+        "model_kwargs": dict(config.model_kwargs),
+        "model_state": model.state_dict(),
+        "optimizer_state": optimizer.state_dict(),
+        "scheduler_state": scheduler.state_dict(),
+        "rng_states": _rng_states(device),
+        "sampler": {"next_epoch": epoch + 1, "next_slot": 0,
+                    "samples_per_epoch": config.iterations_per_epoch * config.batch_size, "seed": config.seed},
+        "epoch": epoch + 1,
+        "history": progress.history,
+        "best_score": progress.best_score,
+        "best_epoch": progress.best_epoch,
+        "config": config.to_dict(),
+        "spacing_mm": list(config.spacing_mm or ()),
+        "patch_size": list(config.patch_size),
+        "encoder_pretrained": state.encoder_pretrained,
+        "encoder_weights": state.encoder_weights,
+        "parent": state.parent,
+        "run_dir": str(out_dir.resolve()),
+    }
+
+
+def _save_epoch(ckpt: dict[str, Any], out_dir: Path, history: list[dict[str, Any]], improved: bool) -> None:
+    if improved:
+        _save_atomic(ckpt, out_dir / CHECKPOINT_BEST)
+    _save_atomic(ckpt, out_dir / CHECKPOINT_LAST)
+    _write_history(history, out_dir / HISTORY_CSV)
+
+
+def _finish(config: TrainConfig, state: _ModelState, params: dict[str, Any], progress: _Progress, out_dir: Path,
+            has_validation: bool) -> RunResult:
+    history_df = _write_history(progress.history, out_dir / HISTORY_CSV)
     best_val = None
-    if best_epoch is not None and val_records:
-        best_val = float(history_df.loc[history_df["epoch"] == best_epoch, "val_dice"].iloc[0])
-    params.update({"status": "complete", "epochs_completed": len(history), "best_epoch": best_epoch,
+    if progress.best_epoch is not None and has_validation:
+        best_val = float(history_df.loc[history_df["epoch"] == progress.best_epoch, "val_dice"].iloc[0])
+    params.update({"status": "complete", "epochs_completed": len(progress.history), "best_epoch": progress.best_epoch,
                    "best_val_dice": best_val,
                    "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
     _write_yaml(params, out_dir / PARAMS_YAML)
-    return RunResult(out_dir=out_dir, params=params, history=history_df, epochs_completed=len(history),
-                     best_epoch=best_epoch, best_val_dice=best_val, encoder_pretrained=encoder_pretrained,
-                     checkpoint_last=last_path, checkpoint_best=best_path)
+    return RunResult(out_dir=out_dir, params=params, history=history_df, epochs_completed=len(progress.history),
+                     best_epoch=progress.best_epoch, best_val_dice=best_val,
+                     encoder_pretrained=state.encoder_pretrained, checkpoint_last=out_dir / CHECKPOINT_LAST,
+                     checkpoint_best=out_dir / CHECKPOINT_BEST)

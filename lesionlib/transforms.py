@@ -7,8 +7,9 @@ Data flow (MONAI dictionary transforms on ``{'image': ..., 'label': ...}``)::
         -> crop to the brain's bounding box -> z-score inside the brain (nonzero voxels)
         -> pad to at least the patch size
     patch sampling (lesionlib.samplers): lesion-oversampled crops of patch_size
-    augmentation (random, per patch): flips, small affine, elastic deformation,
-        bias field, Gaussian noise, motion artefact (torchio)
+    augmentation (random, per patch; lesionlib.training_settings.AugmentationSettings):
+        elastic deformation, bias field, Gaussian noise, motion artefact (torchio), and
+        optionally flips and a small affine
 
 Arrays are channel-first ``(C=1, X, Y, Z)`` MONAI ``MetaTensor``s whose ``.affine`` maps voxel
 indices to world millimetres (RAS+, NIfTI convention), kept up to date by every spatial step;
@@ -21,7 +22,6 @@ cohorts); for images with a head and background noise it is the whole field of v
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Hashable, Mapping, Sequence
 
@@ -47,10 +47,10 @@ from monai.transforms import (
 )
 
 from lesionlib.io import DataValidationError, load_nifti
+from lesionlib.training_settings import AugmentationSettings
 from lesionlib.space import grid_mismatch
 
 __all__ = [
-    "AugmentationConfig",
     "LoadRecordd",
     "RandMotiond",
     "preprocessing",
@@ -196,34 +196,6 @@ class RandMotiond(RandomizableTransform, MapTransform):
         return d
 
 
-@dataclass
-class AugmentationConfig:
-    """Probabilities and ranges of the training augmentation (per patch).
-
-    Spatial augmentations change image and label together (label with nearest-neighbour
-    interpolation); intensity augmentations change the image only.
-    """
-
-    enabled: bool = True
-    p_flip: float = 0.5               # per axis
-    p_affine: float = 0.2
-    rotate_deg: float = 15.0          # +- around each axis
-    scale_fraction: float = 0.1       # zoom in [1 - s, 1 + s]
-    p_elastic: float = 0.2
-    elastic_sigma_vox: tuple[float, float] = (5.0, 7.0)
-    elastic_magnitude_vox: tuple[float, float] = (10.0, 50.0)
-    p_bias_field: float = 0.3
-    bias_coeff_range: tuple[float, float] = (0.0, 0.1)
-    p_noise: float = 0.15
-    noise_std: float = 0.1            # in z-score units
-    p_motion: float = 0.1
-    motion_degrees: float = 5.0
-    motion_translation_mm: float = 5.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
-
-
 def preprocessing(spacing_mm: Sequence[float] | None, patch_size: Sequence[int] | None = None,
                   crop_foreground: bool = True) -> Compose:
     """Deterministic pipeline from file paths to a normalised RAS volume at ``spacing_mm``.
@@ -259,23 +231,26 @@ def preprocessing(spacing_mm: Sequence[float] | None, patch_size: Sequence[int] 
     return Compose(steps)
 
 
-def augmentation(config: AugmentationConfig | None = None) -> Compose:
+def augmentation(config: AugmentationSettings | None = None) -> Compose:
     """Random training augmentation of a patch ``{'image': (1, X, Y, Z), 'label': (1, X, Y, Z)}``.
 
-    Seed it with ``Compose.set_random_state(seed)`` for reproducible output. Returns an empty
-    ``Compose`` when ``config.enabled`` is false.
+    The paper's four transforms (elastic deformation, bias field, Gaussian noise, motion), preceded
+    by random flips and a small affine when ``config.extra_spatial``. Seed it with
+    ``Compose.set_random_state(seed)`` for reproducible output. Returns an empty ``Compose`` when
+    ``config.enabled`` is false.
     """
-    cfg = config or AugmentationConfig()
+    cfg = config or AugmentationSettings()
     if not cfg.enabled:
         return Compose([])
     keys = ("image", "label")
-    rotate = float(np.deg2rad(cfg.rotate_deg))
-    return Compose([
-        RandFlipd(keys=keys, prob=cfg.p_flip, spatial_axis=0),
-        RandFlipd(keys=keys, prob=cfg.p_flip, spatial_axis=1),
-        RandFlipd(keys=keys, prob=cfg.p_flip, spatial_axis=2),
-        RandAffined(keys=keys, prob=cfg.p_affine, rotate_range=(rotate,) * 3,
-                    scale_range=(cfg.scale_fraction,) * 3, mode=("bilinear", "nearest"), padding_mode="zeros"),
+    steps: list = []
+    if cfg.extra_spatial:
+        rotate = float(np.deg2rad(cfg.rotate_deg))
+        steps += [RandFlipd(keys=keys, prob=cfg.p_flip, spatial_axis=axis) for axis in range(3)]
+        steps.append(RandAffined(keys=keys, prob=cfg.p_affine, rotate_range=(rotate,) * 3,
+                                 scale_range=(cfg.scale_fraction,) * 3, mode=("bilinear", "nearest"),
+                                 padding_mode="zeros"))
+    steps += [
         Rand3DElasticd(keys=keys, prob=cfg.p_elastic, sigma_range=tuple(cfg.elastic_sigma_vox),
                        magnitude_range=tuple(cfg.elastic_magnitude_vox), mode=("bilinear", "nearest"),
                        padding_mode="zeros"),
@@ -283,4 +258,5 @@ def augmentation(config: AugmentationConfig | None = None) -> Compose:
         RandGaussianNoised(keys="image", prob=cfg.p_noise, std=cfg.noise_std),
         RandMotiond(keys="image", prob=cfg.p_motion, degrees=cfg.motion_degrees,
                     translation_mm=cfg.motion_translation_mm),
-    ])
+    ]
+    return Compose(steps)

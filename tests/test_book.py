@@ -18,9 +18,7 @@ from lesionlib import config
 from lesionlib.experiments import expand_grid
 from lesionlib.notebook_runner import run_notebook
 
-METRIC_COLUMNS = ["dice", "hausdorff_mm", "hausdorff95_mm", "assd_mm", "volume_difference_ml",
-                  "abs_volume_difference_ml", "lesion_wise_f1", "lesion_count_difference", "precision",
-                  "recall", "pred_volume_ml", "gt_volume_ml"]
+from lesionlib.metrics import METRIC_COLUMNS
 
 
 def _ball(shape: tuple[int, int, int], centre: tuple[float, float, float], radius: float) -> np.ndarray:
@@ -38,7 +36,7 @@ def write_miniature_results(results_root: Path, profile: str = "quick", n_childr
     """
     rng = np.random.default_rng(seed)
     grid = {r.run_id: r for r in expand_grid(profile)}
-    run_ids = run_ids or ["lesiongnb_seed0", "unet_adult-full_seed0", "nnunet_adult-full_seed0",
+    run_ids = run_ids or ["lesiongnb_adult-full_seed0", "unet_adult-full_seed0", "nnunet_adult-full_seed0",
                           "unet_adult-full_ft-child5_seed0", "nnunet_child5_seed0"]
     shape = (16, 16, 16)
     affine = np.diag([-3.0, -3.0, 3.0, 1.0])  # LPS, 3 mm
@@ -60,7 +58,8 @@ def write_miniature_results(results_root: Path, profile: str = "quick", n_childr
         run_dir = results_root / profile / run_id
         (run_dir / "predictions").mkdir(parents=True, exist_ok=True)
         rows = []
-        eval_sets = ["child_test"] if spec.fine_tuned or spec.train_set == "child5" else ["adult_val", "child_test"]
+        eval_sets = (["child_test"] if spec.fine_tuned or spec.train_set == "child5"
+                     else ["adult_val", "child_test", "child_all"])
         for eval_set in eval_sets:
             for case_id, subject, gt, paths, volume_ml in cases:
                 shift = int(rng.integers(0, 3))
@@ -70,10 +69,11 @@ def write_miniature_results(results_root: Path, profile: str = "quick", n_childr
                 row = {"case_id": case_id, "subject": subject, "session": "1", "eval_set": eval_set,
                        "method": spec.method, "train_set": spec.train_set, "fine_tuned": spec.fine_tuned,
                        "seed": spec.seed, "profile": profile, "data_source": "synthetic",
-                       "lesion_volume_ml": volume_ml}
+                       "lesion_volume_ml": volume_ml, "encoder_pretrained": ""}
                 row.update({m: float(rng.uniform(0, 1)) for m in METRIC_COLUMNS})
                 row["dice"] = dice
                 row["hausdorff_mm"] = float("nan") if pred.sum() == 0 else 3.0 * shift + 1.0
+                row["hausdorff_penalised_mm"] = 83.1 if pred.sum() == 0 else row["hausdorff_mm"]
                 if eval_set == "child_test":
                     pred_path = run_dir / "predictions" / f"{case_id}_pred.nii.gz"
                     nib.save(nib.Nifti1Image(pred, affine), pred_path)
@@ -85,11 +85,11 @@ def write_miniature_results(results_root: Path, profile: str = "quick", n_childr
         nb = {"cells": [{"id": "fixture", "cell_type": "markdown", "metadata": {}, "source": f"fixture of {run_id}"}],
               "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 
-        (run_dir / "evaluate.ipynb").write_text(json.dumps(nb))
+        (run_dir / "cell.ipynb").write_text(json.dumps(nb))
     # a failed attempt, as the notebook runner leaves it
-    failed = results_root / profile / "resunet_adult-full_seed0" / "FAILED-train-20260101T000000Z"
+    failed = results_root / profile / "resunet_adult-full_seed0" / "FAILED-cell-20260101T000000Z"
     failed.mkdir(parents=True)
-    (failed / "train.FAILED.ipynb").write_text(json.dumps(nb))
+    (failed / "cell.FAILED.ipynb").write_text(json.dumps(nb))
     (failed / "error.txt").write_text("Traceback ...\nRuntimeError: out of memory\n")
     return run_ids
 
@@ -111,27 +111,34 @@ def test_book_builds_with_tables_and_figures(tmp_path, monkeypatch):
     data_root = tmp_path / "no_data"  # no cohorts: the data page must say so, not fail
     monkeypatch.setenv("LESIONLIB_DATA", str(data_root))
     written = write_miniature_results(results)
+    from lesionlib.reporting.report import report_dir, write_figures, write_tables_report
+
+    write_tables_report("quick", results, report_dir("quick", results))
+    write_figures("quick", results, report_dir("quick", results))
     src = _copy_book_sources(tmp_path / "src")
     index = build_book("quick", results, source_root=src, strict=True, timeout_s=900)
     assert index.is_file()
     html_dir = src / "_build" / "html"
     results_html = (html_dir / "book" / "results.html").read_text()
-    # Table 1 and Table 2: ours (labelled synthetic + profile) and the paper's beside them
-    assert "Table 1 — ours: SYNTHETIC data" in results_html
-    assert "Table 2 — ours: SYNTHETIC data" in results_html
-    assert "Table 1 — published in Lhermitte et al., ISBI 2024" in results_html
-    assert "96.88" in results_html and "25.50" in results_html  # published values
-    assert "synthetic · quick" in results_html
+    # the findings first, each with a status read from the data
+    assert results_html.index("findings, tested") < results_html.index("Table 1")
+    assert results_html.count("<h4>") >= 3
+    # Table 1 and Table 2: ours (labelled synthetic + profile) with the paper's value beside each cell
+    assert "Table 1 — ours (SYNTHETIC data" in results_html
+    assert "Table 2 — ours (SYNTHETIC data" in results_html
+    assert "(paper 96.9)" in results_html and "(paper 0.70)" in results_html  # published values
     # missing runs are listed, not hidden
     assert "resunet_adult-subset_seed0" in results_html and "not run" in results_html
     # undefined Hausdorff distances counted (the smallest fixture lesion has an empty prediction)
     assert "undef." in results_html
-    # Figures 1 and 2 are rendered images after their headings
-    for heading in ("Figure 1", "Figure 2"):
+    # the long statistics tables are collapsed
+    assert "<details>" in results_html
+    # the forest plot and Figures 1 and 2 are rendered images after their headings
+    for heading in ("Every condition at a glance", "Figure 1", "Figure 2"):
         start = results_html.index(heading)
         assert re.search(r"<img[^>]+src=\"[^\"]+\.png\"", results_html[start:]), heading
     images = re.findall(r"<img[^>]+src=\"([^\"]+\.png)\"", results_html)
-    assert len(images) >= 2
+    assert len(images) >= 3
     for src_path in images:
         assert (html_dir / "book" / src_path).resolve().is_file()
     # interactive viewer and provenance
@@ -140,9 +147,9 @@ def test_book_builds_with_tables_and_figures(tmp_path, monkeypatch):
     # run index links every run's notebook, including the failed attempt
     runs_html = (html_dir / "book" / "runs.html").read_text()
     for run_id in written:
-        assert f"runs/{run_id}/evaluate.html" in runs_html
-        assert (html_dir / "book" / "runs" / run_id / "evaluate.html").is_file()
-    assert "runs/resunet_adult-full_seed0/train.FAILED.html" in runs_html
+        assert f"runs/{run_id}/cell.html" in runs_html
+        assert (html_dir / "book" / "runs" / run_id / "cell.html").is_file()
+    assert "runs/resunet_adult-full_seed0/cell.FAILED.html" in runs_html
     data_html = (html_dir / "book" / "data.html").read_text()
     assert "not available" in data_html
 
@@ -155,6 +162,7 @@ def test_notebook_smoke_through_papermill(tmp_path):
     out = run_notebook(config.PROJECT_ROOT / "notebooks" / "tables.py", run_dir, stage="tables",
                        parameters=lambda d: {"profile": "quick", "results_root": str(results), "out_dir": str(d)})
     assert out == run_dir / "tables.ipynb" and out.is_file()
-    table1 = pd.read_csv(run_dir / "table1_synthetic_quick.csv")
+    table1 = pd.read_csv(run_dir / "table1.csv")
     assert "U-Net (ATLAS full)" in set(table1["Method"])
+    assert (run_dir / "findings.html").is_file() and (run_dir / "findings.csv").is_file()
     assert not list(run_dir.glob(".partial-*"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -12,31 +13,34 @@ import pytest
 import yaml
 
 from lesionlib import config
-from lesionlib.experiments import expand_grid, grid_by_id, run_id_for
+from lesionlib.experiments import expand_grid, grid_by_id, resolved_settings, run_id_for
 from lesionlib.notebook_runner import StageFailed, py_to_ipynb, run_notebook
+from lesionlib.profile import ProfileError, load_profile, profile_names
 
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+NETWORKS = ("unet", "resunet", "nnunet")
 
 
 def _expected_counts(profile: str) -> dict[str, int]:
-    seeds = len(config.load_profile(profile)["seeds"])
-    networks = (3 * 2 + 3 * 2 + 3) * seeds  # adult x {full, subset}, fine-tuned, child-only
-    return {"train": networks, "evaluate": networks, "lesiongnb": 1, "data": 1, "report": 1, "book": 1}
+    seeds = len(load_profile(profile).seeds)
+    cells = (3 * 2 + 3 * 2 + 3 + 1) * seeds  # adult x {full, subset}, fine-tuned, child-only; LesionGnb
+    return {"cell": cells, "prepare": 1, "data": 1, "report": 1, "book": 1}
 
 
-@pytest.mark.parametrize("profile", ["quick", "gpu", "paper"])
+@pytest.mark.parametrize("profile", ["quick", "cpu", "gpu", "paper"])
 def test_grid_is_the_papers(profile):
     runs = expand_grid(profile)
-    seeds = config.load_profile(profile)["seeds"]
-    nets = [r for r in runs if r.method != "lesiongnb"]
+    seeds = load_profile(profile).seeds
+    nets = [r for r in runs if r.method in NETWORKS]
     assert len(nets) == 15 * len(seeds)
     assert len({r.run_id for r in runs}) == len(runs)
     for seed in seeds:
         cells = {(r.method, r.train_set, r.fine_tuned) for r in nets if r.seed == seed}
-        assert cells == ({(m, t, ft) for m in ("unet", "resunet", "nnunet") for t in ("adult_full", "adult_subset")
-                          for ft in (False, True)} | {(m, "child5", False) for m in ("unet", "resunet", "nnunet")})
+        assert cells == ({(m, t, ft) for m in NETWORKS for t in ("adult_full", "adult_subset")
+                          for ft in (False, True)} | {(m, "child5", False) for m in NETWORKS})
     gnb = [r for r in runs if r.method == "lesiongnb"]
-    assert len(gnb) == 1 and gnb[0].train_set == "" and gnb[0].stages == ("lesiongnb",)
+    assert [r.seed for r in gnb] == list(seeds)  # the baseline runs for every seed
+    assert all(r.train_set == "adult_full" and not r.fine_tuned for r in gnb)
     by_id = {r.run_id: r for r in runs}
     order = [r.run_id for r in runs]
     for r in runs:
@@ -44,42 +48,82 @@ def test_grid_is_the_papers(profile):
             parent = by_id[r.parent]
             assert (parent.method, parent.train_set, parent.seed, parent.fine_tuned) == \
                    (r.method, r.train_set, r.seed, False)
-            assert order.index(r.parent) < order.index(r.run_id)
+            assert order.index(r.parent) < order.index(r.run_id) and r.stage == "finetune"
         else:
-            assert r.parent is None
+            assert r.parent is None and r.stage == ("child_only" if r.train_set == "child5" else "adult")
 
 
 def test_run_ids_are_stable_and_readable():
     assert run_id_for("resunet", "adult_subset", True, 1) == "resunet_adult-subset_ft-child5_seed1"
-    assert run_id_for("lesiongnb", "", False, 0) == "lesiongnb_seed0"
+    assert run_id_for("lesiongnb", "adult_full", False, 0) == "lesiongnb_adult-full_seed0"
     assert [r.run_id for r in expand_grid("quick")] == [r.run_id for r in expand_grid("quick")]
 
 
-def test_parameters_follow_the_profile(tmp_path):
-    prof = config.load_profile("quick")
-    grid = grid_by_id("quick")
-    ft = grid["unet_adult-full_ft-child5_seed0"]
-    p = ft.notebook_parameters("train", tmp_path / "stage", results_root=tmp_path)
-    assert p["epochs"] == prof["epochs_finetune"] and p["fine_tuned"] is True
-    assert p["init_from"] == str((tmp_path / "quick" / "unet_adult-full_seed0").resolve())
-    assert p["run_dir"] == str((tmp_path / "quick" / ft.run_id).resolve())
-    assert p["data_source"] == "synthetic" and p["patch_size"] == prof["patch_size"]
-    assert grid["unet_child5_seed0"].params()["epochs"] == prof["epochs_child_only"]
-    assert grid["nnunet_adult-full_seed0"].params()["epochs"] == prof["nnunet_epochs"]
-    assert grid["nnunet_adult-full_seed0"].params()["iterations_per_epoch"] == prof["nnunet_iterations"]
-    yaml.safe_dump(p)  # plain YAML types only (papermill parameters, params.yaml)
-    with pytest.raises(ValueError, match="unknown stage"):
-        ft.notebook_parameters("lesiongnb", tmp_path)
+def test_cell_settings_follow_the_profile():
+    prof = load_profile("quick")
+    grid = grid_by_id(prof)
+    ft = resolved_settings(grid["unet_adult-full_ft-child5_seed0"], prof)
+    assert ft["settings"]["epochs"] == prof.method("unet").epochs_finetune and ft["fine_tuned"] is True
+    assert ft["parent_run"] == "unet_adult-full_seed0" and ft["data_source"] == "synthetic"
+    assert ft["settings"]["patch_size"] == list(prof.method("unet").patch_size)
+    child = resolved_settings(grid["unet_child5_seed0"], prof)["settings"]
+    assert child["epochs"] == prof.method("unet").epochs_child_only
+    nn = resolved_settings(grid["nnunet_adult-full_seed0"], prof)["settings"]
+    assert nn["epochs"] == prof.method("nnunet").epochs_adult
+    assert nn["iterations_per_epoch"] == prof.method("nnunet").iterations_per_epoch
+    nn_ft = resolved_settings(grid["nnunet_adult-full_ft-child5_seed0"], prof)["settings"]
+    assert nn_ft["epochs"] == prof.method("nnunet").epochs_finetune
+    yaml.safe_dump(ft)  # plain YAML types only (params.yaml, --json)
 
 
-def test_profile_can_select_real_data_and_trim_the_grid():
-    settings = {"name": "custom", "seeds": [3], "adult_dataset": "atlas_v2", "child_dataset": "child_cohort",
-                "grid": {"methods": ["unet"], "fine_tune": False, "lesiongnb": False}}
-    runs = expand_grid(settings)
+def _profile_file(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "experiments.yaml"
+    path.write_text("profiles:\n  custom:\n" + "".join(f"    {line}\n" for line in body.strip().splitlines()))
+    return path
+
+
+def test_profile_can_select_real_data_and_trim_the_grid(tmp_path):
+    path = _profile_file(tmp_path, """
+seeds: [3]
+data: {adult_dataset: atlas_v2, child_dataset: child_cohort}
+grid: {methods: [unet], fine_tune: false}
+""")
+    prof = load_profile("custom", path)
+    runs = expand_grid(prof)
     assert [r.run_id for r in runs] == ["unet_adult-full_seed3", "unet_adult-subset_seed3", "unet_child5_seed3"]
-    assert runs[0].params()["data_source"] == "real"
-    with pytest.raises(ValueError, match="unknown methods"):
-        expand_grid({**settings, "grid": {"methods": ["vit"]}})
+    assert prof.data_source == "real"
+
+
+@pytest.mark.parametrize("body, named", [
+    ("methods: {unet: {epochs_finetun: 3}}", "methods.unet.epochs_finetun: unknown key"),
+    ("dat: {n_adult: 3}", "dat: unknown key"),
+    ("splits: {few_shot: 5}", "splits.few_shot: unknown key"),
+    ("grid: {methods: [vit]}", "unknown methods ['vit']"),
+    ("methods: {nnunet: {folds: 3}}", "methods.nnunet.folds"),
+    ("seeds: []", "seeds"),
+])
+def test_a_bad_profile_key_is_an_error_naming_it(tmp_path, body, named):
+    path = _profile_file(tmp_path, body)
+    with pytest.raises(ProfileError) as err:
+        load_profile("custom", path)
+    assert named in str(err.value) and "custom" in str(err.value)
+
+
+def test_every_shipped_profile_loads_and_unknown_profiles_fail():
+    for name in profile_names():
+        load_profile(name)
+    with pytest.raises(ProfileError, match="unknown profile 'nope'"):
+        load_profile("nope")
+
+
+def test_grid_list_json_resolves_every_cell(capsys):
+    from lesionlib.cli import main
+
+    assert main(["grid", "list", "--profile", "quick", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["profile"]["name"] == "quick" and len(out["cells"]) == len(expand_grid("quick"))
+    unet = next(c for c in out["cells"] if c["run_id"] == "unet_adult-full_seed0")
+    assert {"epochs", "iterations_per_epoch", "lr_schedule", "augmentation"} <= set(unet["settings"])
 
 
 def _job_stats(output: str) -> dict[str, int]:
@@ -87,7 +131,7 @@ def _job_stats(output: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", block, re.M)}
 
 
-@pytest.mark.parametrize("profile", ["quick", "gpu", "paper"])
+@pytest.mark.parametrize("profile", ["quick", "cpu", "paper"])
 def test_snakemake_dry_run_lists_the_grid(profile, tmp_path):
     proc = subprocess.run([str(SNAKEMAKE), "-n", "--config", f"profile={profile}", f"results={tmp_path}"],
                           cwd=config.PROJECT_ROOT, capture_output=True, text=True, timeout=120)
@@ -100,24 +144,24 @@ def test_snakemake_dry_run_lists_the_grid(profile, tmp_path):
 
 
 def test_snakemake_skips_finished_runs_and_waits_for_parents(tmp_path):
-    """A finished run (its executed notebooks and metrics present) is not re-run; its fine-tuning child is."""
+    """A finished cell (its executed notebook and metrics present) is not re-run; its fine-tuning child is."""
     grid = grid_by_id("quick")
     report = tmp_path / "quick" / "_report"
     report.mkdir(parents=True)
     (report / "data.ipynb").write_text("{}")
-    for run_id in ("unet_adult-full_seed0",):
-        d = tmp_path / "quick" / run_id
-        d.mkdir()
-        for name in ("train.ipynb", "evaluate.ipynb", "metrics.csv"):
-            (d / name).write_text("x")
+    (tmp_path / "quick" / "_shared").mkdir()
+    (tmp_path / "quick" / "_shared" / "nnunet.prepared").write_text("")
+    d = tmp_path / "quick" / "unet_adult-full_seed0"
+    d.mkdir()
+    for name in ("cell.ipynb", "metrics.csv"):
+        (d / name).write_text("x")
     proc = subprocess.run([str(SNAKEMAKE), "-n", "runs", "--config", "profile=quick", f"results={tmp_path}"],
                           cwd=config.PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     counts = _job_stats(proc.stdout)
-    n_net = sum(1 for r in grid.values() if r.method != "lesiongnb")
-    assert counts["train"] == n_net - 1 and counts["evaluate"] == n_net - 1
-    assert "data" not in counts
-    assert "unet_adult-full_ft-child5_seed0/train.ipynb" in proc.stdout
+    assert counts["cell"] == len(grid) - 1
+    assert "data" not in counts and "prepare" not in counts
+    assert "unet_adult-full_ft-child5_seed0/cell.ipynb" in proc.stdout
 
 
 # ---------------------------------------------------------------- notebook runner
@@ -189,77 +233,6 @@ def test_runner_failure_leaves_nothing_that_looks_finished(stage_notebook, tmp_p
     partial = (failed / "evaluate.FAILED.ipynb").read_text()
     assert "asked to fail" in partial  # the partial notebook shows the error
     assert "asked to fail" in (failed / "error.txt").read_text()
-
-
-# ---------------------------------------------------------------- what a cell trains and is evaluated on
-def _cohorts():
-    from types import SimpleNamespace
-
-    from lesionlib.experiments import Cohorts
-
-    few = SimpleNamespace(train=["c1", "c2"], test=["c3", "c4"], to_dict=lambda: {"train": ["c1", "c2"]})
-    return Cohorts(adult=[], child=[], adult_train=["a1", "a2", "a3"], adult_val=["v1", "v2"],
-                   subset_train=["a2"], subset_val=["v2"], subset_report={}, few_shot=few)
-
-
-def test_training_and_evaluation_sets_per_cell():
-    from lesionlib.experiments import evaluation_records, training_records
-
-    c = _cohorts()
-    assert training_records(c, "adult_full", False) == (["a1", "a2", "a3"], ["v1", "v2"])
-    assert training_records(c, "adult_subset", False) == (["a2"], ["v2"])
-    assert training_records(c, "adult_subset", True) == (["c1", "c2"], [])
-    assert training_records(c, "child5", False) == (["c1", "c2"], [])
-    assert training_records(c, "", False) == (["a1", "a2", "a3"], [])
-    assert evaluation_records(c, "adult_full", False) == {"adult_val": ["v1", "v2"], "child_test": ["c3", "c4"]}
-    assert evaluation_records(c, "adult_subset", False) == {"adult_val": ["v2"], "child_test": ["c3", "c4"]}
-    # fine-tuned and child-only models: only the child test set, the same one as the other cells
-    assert evaluation_records(c, "adult_full", True) == {"child_test": ["c3", "c4"]}
-    assert evaluation_records(c, "child5", False) == {"child_test": ["c3", "c4"]}
-    with pytest.raises(ValueError):
-        training_records(c, "everything", False)
-
-
-def test_metrics_table_meets_the_collect_contract(tmp_path):
-    """Rows written by metrics_table are read back by the book's collector without loss."""
-    import nibabel as nib
-    import numpy as np
-    import pandas as pd
-
-    from lesionlib.data.records import ImageRecord
-    from lesionlib.experiments import metrics_table
-    from lesionlib.reporting.collect import collect_runs
-
-    affine = np.diag([2.0, 2.0, 2.0, 1.0])
-    gt = np.zeros((12, 12, 12), np.uint8)
-    gt[4:8, 4:8, 4:8] = 1
-    pred = np.zeros_like(gt)
-    pred[4:8, 4:8, 5:8] = 1
-    run_dir = tmp_path / "results" / "quick" / "unet_child5_seed0"
-    records, preds = [], []
-    for subject, p in (("01", pred), ("02", np.zeros_like(gt))):
-        image = tmp_path / f"sub-{subject}_T1w.nii.gz"
-        mask = tmp_path / f"sub-{subject}_mask.nii.gz"
-        nib.save(nib.Nifti1Image(gt.astype(np.float32), affine), image)
-        nib.save(nib.Nifti1Image(gt, affine), mask)
-        out = run_dir / "predictions" / f"sub-{subject}.nii.gz"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        nib.save(nib.Nifti1Image(p, affine), out)
-        records.append(ImageRecord("synthetic_child", subject, "1", image, mask, domain="child",
-                                   lesion_volume_ml=0.512))
-        preds.append(out)
-    params = {"method": "unet", "train_set": "child5", "fine_tuned": False, "seed": 0, "profile": "quick",
-              "data_source": "synthetic"}
-    table = metrics_table(records, preds, eval_set="child_test", params=params, relative_to=run_dir)
-    assert table["pred_path"].tolist() == ["predictions/sub-01.nii.gz", "predictions/sub-02.nii.gz"]
-    assert table.loc[0, "dice"] == pytest.approx(2 * 48 / (48 + 64))
-    assert np.isnan(table.loc[1, "hausdorff_mm"])  # empty prediction: undefined, kept
-    table.to_csv(run_dir / "metrics.csv", index=False)
-    back = collect_runs(tmp_path / "results", "quick")
-    assert len(back) == 2 and back["subject"].tolist() == ["01", "02"]
-    assert pd.Series(back["pred_path"]).map(lambda p: Path(p).is_file()).all()  # resolved against the run folder
-    with pytest.raises(ValueError, match="records but"):
-        metrics_table(records, preds[:1], eval_set="child_test", params=params)
 
 
 def test_runner_kernel_imports_the_runners_lesionlib(tmp_path, monkeypatch):

@@ -108,12 +108,12 @@ def test_postprocessing_removes_small_components_and_keeps_largest():
 
 def test_predict_from_checkpoint_uses_its_spacing(tmp_path, lps_case):
     from lesionlib.train import TrainConfig, train
-    from lesionlib.transforms import AugmentationConfig
+    from lesionlib.training_settings import AugmentationSettings
 
     record, affine, lesion = lps_case
     cfg = TrainConfig(model_kwargs={"channels": (4, 8, 8, 8, 8), "num_res_units": 0}, epochs=1,
                       iterations_per_epoch=1, batch_size=1, patch_size=(32, 32, 32), spacing_mm=(3.0, 3.0, 3.0),
-                      augmentation=AugmentationConfig(enabled=False), device="cpu", progress=False)
+                      augmentation=AugmentationSettings(enabled=False), device="cpu", progress=False)
     run = train(cfg, [record], [], tmp_path / "run")
     [path] = predict_records(run.checkpoint_best, [record], tmp_path / "out", overlap=0.25, device="cpu",
                              progress=False)

@@ -13,16 +13,20 @@ from scipy import stats as sps
 from lesionlib.io import DataValidationError
 from lesionlib.reporting import paper, stats, tables
 from lesionlib.reporting.collect import CONTRACT_COLUMNS, METRIC_COLUMNS, collect_runs, run_status
-from lesionlib.reporting.provenance import manifest_sha256, provenance, provenance_html
+from lesionlib.reporting.provenance import provenance, provenance_html
 
 
 def _rows(method: str, train_set: str, fine_tuned: bool, seed: int, eval_set: str, dice: list[float],
-          hd: list[float], profile: str = "quick", source: str = "synthetic") -> list[dict]:
+          hd: list[float], profile: str = "quick", source: str = "synthetic", sessions: int = 1,
+          encoder_pretrained: object = "") -> list[dict]:
+    """One row per image: ``dice[i]`` is image i, i.e. subject ``i // sessions + 1``, session ``i % sessions + 1``."""
     out = []
     for i, (d, h) in enumerate(zip(dice, hd)):
-        row = {"case_id": f"sub-{i + 1:02d}_ses-1", "subject": f"{i + 1:02d}", "session": "1",
+        subject, session = f"{i // sessions + 1:02d}", str(i % sessions + 1)
+        row = {"case_id": f"sub-{subject}_ses-{session}", "subject": subject, "session": session,
                "eval_set": eval_set, "method": method, "train_set": train_set, "fine_tuned": fine_tuned,
-               "seed": seed, "profile": profile, "data_source": source, "lesion_volume_ml": 1.0 + i}
+               "seed": seed, "profile": profile, "data_source": source, "lesion_volume_ml": 1.0 + i,
+               "encoder_pretrained": encoder_pretrained}
         row.update({m: 0.5 for m in METRIC_COLUMNS})
         row.update(dice=d, hausdorff_mm=h)
         out.append(row)
@@ -47,26 +51,23 @@ def test_paper_values_are_the_published_ones():
     assert ft[["dice", "hausdorff_mm"]].values.tolist() == [[0.67, 26.75]]
     assert t2.set_index("method").loc["nnunet", "hausdorff_mm"] == 25.5
     assert "Lhermitte" in paper.CITATION and "ISBI" in paper.CITATION
-    wide = tables.paper_table1_wide()
-    assert wide.loc["U-Net (ATLAS subset)", "Child · HD (mm)"] == "107.22"
-    assert wide.loc["LesionGnb", "Child, fine-tuned · DSC"] == "–"
 
 
 # ---------------------------------------------------------------- collection
 def test_collect_reads_runs_validates_and_skips_non_runs(tmp_path):
     _write_run(tmp_path, "unet_adult-full_seed0", _rows("unet", "adult_full", False, 0, "child_test",
                                                          [0.5, 0.7], [10.0, float("nan")]))
-    _write_run(tmp_path, "lesiongnb_seed0", _rows("lesiongnb", "", False, 0, "child_test", [0.2, 0.3], [50.0, 60.0]))
+    _write_run(tmp_path, "lesiongnb_adult-full_seed0", _rows("lesiongnb", "adult_full", False, 0, "child_test",
+                                                              [0.2, 0.3], [50.0, 60.0]))
     # not runs: staging / report folders, and a failed attempt inside a run folder
     (tmp_path / "quick" / "_report").mkdir()
     pd.DataFrame(_rows("unet", "child5", False, 0, "child_test", [0.9], [1.0])).to_csv(
         tmp_path / "quick" / "_report" / "metrics.csv", index=False)
     df = collect_runs(tmp_path, "quick")
-    assert sorted(df["run_id"].unique()) == ["lesiongnb_seed0", "unet_adult-full_seed0"]
+    assert sorted(df["run_id"].unique()) == ["lesiongnb_adult-full_seed0", "unet_adult-full_seed0"]
     assert len(df) == 4
     assert set(CONTRACT_COLUMNS) <= set(df.columns)
-    gnb = df[df.method == "lesiongnb"]
-    assert (gnb["train_set"] == "").all()  # empty train_set survives the CSV round trip
+    assert df["encoder_pretrained"].isna().all()  # empty: methods without a pretrained encoder
     assert df["subject"].tolist()[0] == "01"  # leading zeros kept
     assert df["fine_tuned"].dtype == bool
     assert df["hausdorff_mm"].isna().sum() == 1  # undefined kept, not dropped
@@ -148,7 +149,7 @@ def test_paired_wilcoxon_matches_scipy_on_shared_cases():
     assert r.q_value == pytest.approx(r.p_value)  # a single test: BH leaves it unchanged
 
 
-def test_seed_spread_and_case_means_average_seeds():
+def test_seed_spread_and_subject_means_average_seeds_and_sessions():
     rows = (_rows("unet", "child5", False, 0, "child_test", [0.2, 0.4], [1.0, 2.0])
             + _rows("unet", "child5", False, 1, "child_test", [0.6, 0.8], [3.0, float("nan")]))
     df = pd.DataFrame(rows)
@@ -156,31 +157,40 @@ def test_seed_spread_and_case_means_average_seeds():
     assert spread.n_seeds == 2
     assert spread.seed_mean == pytest.approx(0.5)
     assert spread.seed_sd == pytest.approx(np.std([0.3, 0.7], ddof=1))
-    per_case = stats.case_means(df, "hausdorff_mm").set_index("case_id")["hausdorff_mm"]
-    assert per_case["sub-01_ses-1"] == pytest.approx(2.0)
-    assert per_case["sub-02_ses-1"] == pytest.approx(2.0)  # NaN of one seed does not poison the mean
+    per_subject = stats.subject_means(df, "hausdorff_mm").set_index("subject")["hausdorff_mm"]
+    assert per_subject["01"] == pytest.approx(2.0)
+    assert per_subject["02"] == pytest.approx(2.0)  # NaN of one seed does not poison the mean
+    # two sessions of one child are one unit: four images, two subjects
+    two = pd.DataFrame(_rows("unet", "child5", False, 0, "child_test", [0.2, 0.4, 0.6, 0.8], [1.0] * 4, sessions=2))
+    summary = stats.summarise_conditions(two, ["dice"])
+    assert summary["n"].tolist() == [2] and summary["mean"].tolist() == [pytest.approx(0.5)]
 
 
 # ---------------------------------------------------------------- tables
 def test_table1_cells_labels_and_missing():
     rows = (_rows("unet", "adult_full", False, 0, "adult_val", [0.4, 0.6], [10.0, 20.0])
             + _rows("unet", "adult_full", False, 0, "child_test", [0.2, 0.4, 0.6], [5.0, float("nan"), 7.0])
-            + _rows("lesiongnb", "", False, 0, "child_test", [0.1, 0.3], [40.0, 60.0]))
+            + _rows("lesiongnb", "adult_full", False, 0, "child_test", [0.1, 0.3], [40.0, 60.0])
+            + _rows("resunet", "adult_full", False, 0, "adult_val", [0.3, 0.5], [9.0, 9.0], encoder_pretrained=False))
     df = pd.DataFrame(rows)
     [t] = tables.table1(df)
     assert t.data_source == "synthetic" and t.profile == "quick"
     assert "SYNTHETIC" in t.caption and "quick" in t.caption
     d = t.display
-    assert d.loc["U-Net (ATLAS full)", "Adult validation · DSC"] == f"0.50 ± {np.std([0.4, 0.6], ddof=1):.2f}"
-    assert d.loc["U-Net (ATLAS full)", "Child · HD (mm)"] == f"6.0 ± {np.std([5.0, 7.0], ddof=1):.1f} (1 undef.)"
+    assert d.loc["U-Net (ATLAS full)", "Adult validation · DSC"] == \
+        f"0.50 ± {np.std([0.4, 0.6], ddof=1):.2f} (paper 0.45)"
+    assert d.loc["U-Net (ATLAS full)", "Child · HD (mm)"] == \
+        f"6.0 ± {np.std([5.0, 7.0], ddof=1):.1f} [1 undef.] (paper 96.9)"
     assert d.loc["U-Net (ATLAS full)", "Child · n"] == "3"
-    assert d.loc["U-Net (ATLAS full)", "Child, fine-tuned · DSC"] == "not run"
+    assert d.loc["U-Net (ATLAS full)", "Child, fine-tuned · DSC"] == "not run (paper 0.63)"
     assert d.loc["LesionGnb", "Child, fine-tuned · DSC"] == "n/a"
-    assert (d["Data"] == "synthetic · quick").all()
+    assert d.loc["LesionGnb", "Child · DSC"].endswith("(paper 0.34)")
     assert "U-Net (ATLAS full) — Child, fine-tuned" in t.missing
     assert "LesionGnb — Adult validation" in t.missing
-    assert list(d.index) == ["LesionGnb", "U-Net (ATLAS full)", "Res-U-Net (ATLAS full)", "nnU-Net (ATLAS full)",
-                             "U-Net (ATLAS subset)", "Res-U-Net (ATLAS subset)", "nnU-Net (ATLAS subset)"]
+    # a Res-U-Net trained without a pretrained encoder says so in its row label
+    assert list(d.index) == ["LesionGnb", "U-Net (ATLAS full)", "Res-U-Net (ATLAS full; encoder not pretrained)",
+                             "nnU-Net (ATLAS full)", "U-Net (ATLAS subset)", "Res-U-Net (ATLAS subset)",
+                             "nnU-Net (ATLAS subset)"]
 
 
 def test_tables_keep_data_sources_apart():
@@ -189,7 +199,7 @@ def test_tables_keep_data_sources_apart():
     df = pd.DataFrame(rows)
     t2 = tables.table2(df)
     assert [t.data_source for t in t2] == ["real", "synthetic"]
-    real = t2[0].display.loc["U-Net (5 child images)", "Child · DSC"]
+    real = t2[0].display.loc["U-Net (child images)", "Child · DSC"]
     assert real.startswith("0.85")
     assert "real data" in t2[0].caption and "SYNTHETIC" not in t2[0].caption
     html = tables.render_html(t2[1].display, t2[1].caption)
@@ -206,18 +216,18 @@ def test_provenance_has_commit_versions_and_manifest_hash(tmp_path):
     assert prov["packages"]["pandas"] == pd.__version__
     html = provenance_html(prov)
     assert "quick" in html and prov["manifest"]["sha256"] in html
-    assert manifest_sha256(tmp_path / "absent.yaml")["sha256"] == "absent"
+    assert provenance("quick", manifest=tmp_path / "absent.yaml")["manifest"]["sha256"] == "absent"
 
 
 def test_paired_wilcoxon_compares_each_model_with_the_baseline():
     rng = np.random.default_rng(3)
     gnb = rng.uniform(0.1, 0.4, 10)
     unet = gnb + rng.uniform(0.05, 0.3, 10)
-    rows = (_rows("lesiongnb", "", False, 0, "child_test", list(gnb), [1.0] * 10)
+    rows = (_rows("lesiongnb", "adult_full", False, 0, "child_test", list(gnb), [1.0] * 10)
             + _rows("unet", "adult_full", False, 0, "child_test", list(unet), [1.0] * 10)
             + _rows("unet", "adult_full", True, 0, "child_test", list(unet + 0.1), [1.0] * 10))
     out = stats.paired_wilcoxon(pd.DataFrame(rows), "dice")
-    assert len(out) == 2  # U-Net (no FT) vs LesionGnb, U-Net (FT) vs LesionGnb
+    assert len(out) == 2  # U-Net (no FT) vs LesionGnb, U-Net (FT) vs LesionGnb (the baseline, found in the registry)
     assert set(out["fine_tuned"]) == {False, True}
     for r in out.itertuples():
         assert {r.method_a, r.method_b} == {"lesiongnb", "unet"} and r.n_pairs == 10

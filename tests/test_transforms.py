@@ -9,7 +9,8 @@ from monai.data import MetaTensor
 
 from lesionlib.data.records import ImageRecord
 from lesionlib.io import DataValidationError
-from lesionlib.transforms import AugmentationConfig, RandMotiond, augmentation, check_record_files, preprocessing
+from lesionlib.training_settings import AugmentationSettings
+from lesionlib.transforms import RandMotiond, augmentation, check_record_files, preprocessing
 
 
 @pytest.fixture
@@ -88,7 +89,8 @@ def _patch(seed=0):
     return {"image": MetaTensor(image), "label": MetaTensor(label)}
 
 
-ALL_ON = AugmentationConfig(p_flip=1.0, p_affine=1.0, p_elastic=1.0, p_bias_field=1.0, p_noise=1.0, p_motion=1.0)
+ALL_ON = AugmentationSettings(p_flip=1.0, p_affine=1.0, p_elastic=1.0, p_bias_field=1.0, p_noise=1.0, p_motion=1.0,
+                              extra_spatial=True)
 
 
 def test_augmentation_is_seeded_and_keeps_labels_binary():
@@ -109,10 +111,8 @@ def test_augmentation_is_seeded_and_keeps_labels_binary():
 
 @pytest.mark.parametrize("name", ["p_bias_field", "p_noise", "p_motion"])
 def test_intensity_augmentations_change_the_image_only(name):
-    cfg = AugmentationConfig(**{k: 0.0 for k in ("p_flip", "p_affine", "p_elastic", "p_bias_field", "p_noise",
-                                                  "p_motion")})
-    setattr(cfg, name, 1.0)
-    aug = augmentation(cfg)
+    off = {k: 0.0 for k in ("p_flip", "p_affine", "p_elastic", "p_bias_field", "p_noise", "p_motion")}
+    aug = augmentation(AugmentationSettings(**{**off, name: 1.0}, extra_spatial=True))
     aug.set_random_state(seed=3)
     before = _patch()
     after = aug(_patch())
@@ -120,9 +120,17 @@ def test_intensity_augmentations_change_the_image_only(name):
     assert torch.equal(after["label"], before["label"])
 
 
+def test_paper_augmentation_has_the_four_transforms_and_no_flips():
+    """The paper's augmentation: elastic, bias field, noise, motion; flips and affine only as extras."""
+    paper = [type(t).__name__ for t in augmentation(AugmentationSettings()).transforms]
+    assert paper == ["Rand3DElasticd", "RandBiasFieldd", "RandGaussianNoised", "RandMotiond"]
+    extra = [type(t).__name__ for t in augmentation(AugmentationSettings(extra_spatial=True)).transforms]
+    assert extra[:4] == ["RandFlipd", "RandFlipd", "RandFlipd", "RandAffined"] and extra[4:] == paper
+
+
 def test_disabled_augmentation_is_identity():
     before = _patch()
-    after = augmentation(AugmentationConfig(enabled=False))(_patch())
+    after = augmentation(AugmentationSettings(enabled=False))(_patch())
     assert torch.equal(after["image"], before["image"])
     motion = RandMotiond(keys="image", prob=0.0)
     assert torch.equal(motion(_patch())["image"], before["image"])

@@ -90,8 +90,11 @@ def run_gnb_fit(args: argparse.Namespace) -> int:
     from lesionlib.baselines.gnb import LesionGnb
 
     resolution = args.resolution_mm
-    if resolution is None:
-        resolution = float(config.load_profile(args.profile).get("resolution_mm", 1.5))
+    if resolution is None:  # the profile's LesionGnb working grid (the data's own when coarser)
+        from lesionlib.profile import load_profile
+
+        profile = load_profile(args.profile)
+        resolution = max(profile.method("lesiongnb").working_resolution_mm, profile.data.resolution_mm)
     model = LesionGnb(resolution_mm=resolution, seed=args.seed).fit(_records(args), progress=not args.no_progress)
     model.save(args.model)
     log.info("LesionGnb model written to %s", args.model)

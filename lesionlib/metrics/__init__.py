@@ -17,7 +17,7 @@ ASSD follow MONAI 1.6.1 exactly (:mod:`lesionlib.metrics.surface`); lesion-wise 
 follow the ATLAS R2.0 challenge (:mod:`lesionlib.metrics.lesionwise`).
 """
 
-from lesionlib.metrics.case import DISTANCE_METRICS, METRIC_COLUMNS, case_metrics, resolve_device
+from lesionlib.metrics.case import DISTANCE_METRICS, METRIC_COLUMNS, case_metrics, metric_device
 from lesionlib.metrics.evaluate import evaluate_files, evaluate_records, load_mask_pair, summarise
 from lesionlib.metrics.lesionwise import LesionCounts, lesion_count_difference, lesion_counts, lesion_wise_f1
 from lesionlib.metrics.overlap import dice, precision, recall, volume_difference_ml, volume_ml
@@ -28,7 +28,7 @@ __all__ = [
     "METRIC_COLUMNS",
     "DISTANCE_METRICS",
     "case_metrics",
-    "resolve_device",
+    "metric_device",
     "evaluate_files",
     "evaluate_records",
     "load_mask_pair",

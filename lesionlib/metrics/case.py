@@ -14,12 +14,13 @@ from lesionlib.metrics.overlap import dice_from_counts, precision_from_counts, r
 from lesionlib.metrics.surface import SurfaceDistances, surface_distances_cropped
 from lesionlib.metrics.surface_torch import surface_distances_torch, union_bbox_torch
 
-__all__ = ["METRIC_COLUMNS", "DISTANCE_METRICS", "case_metrics", "resolve_device"]
+__all__ = ["METRIC_COLUMNS", "DISTANCE_METRICS", "case_metrics", "metric_device"]
 
 #: Keys of :func:`case_metrics`, in table order.
 METRIC_COLUMNS: tuple[str, ...] = (
     "dice",
     "hausdorff_mm",
+    "hausdorff_penalised_mm",
     "hausdorff95_mm",
     "assd_mm",
     "volume_difference_ml",
@@ -43,7 +44,7 @@ DISTANCE_METRICS: tuple[str, ...] = ("hausdorff_mm", "hausdorff95_mm", "assd_mm"
 ArrayLike = np.ndarray | torch.Tensor
 
 
-def resolve_device(pred: ArrayLike, gt: ArrayLike, device: str | torch.device | None) -> torch.device | None:
+def metric_device(pred: ArrayLike, gt: ArrayLike, device: str | torch.device | None) -> torch.device | None:
     """The torch device of the GPU/torch path, or ``None`` for the NumPy/k-d tree path.
 
     ``device=None``: the torch path on the tensors' device when ``pred`` or ``gt`` is a
@@ -112,7 +113,7 @@ def case_metrics(
         Voxel size in mm along each array axis (anisotropic allowed; a scalar: isotropic).
     device
         ``None`` (default): NumPy path, or the GPU path for CUDA tensors; ``'auto'``: CUDA if available;
-        or a torch device for the torch path (see :func:`resolve_device`). All paths give the
+        or a torch device for the torch path (see :func:`metric_device`). All paths give the
         same numbers (distances agree to float64 rounding).
 
     Returns
@@ -124,7 +125,9 @@ def case_metrics(
         ``volume_difference_ml`` (pred - gt) and ``abs_volume_difference_ml``;
         ``lesion_wise_f1``, ``lesion_count_difference`` and the counts ``pred_lesion_count``,
         ``gt_lesion_count``, ``lesion_tp``, ``lesion_fp``, ``lesion_fn`` (ATLAS R2.0, see
-        :mod:`lesionlib.metrics.lesionwise`).
+        :mod:`lesionlib.metrics.lesionwise`); ``hausdorff_penalised_mm``: the Hausdorff distance,
+        or the diagonal of the image (mm) where it is undefined, so that a method predicting
+        nothing is not flattered by dropping its cases from the mean.
 
     Empty masks
     -----------
@@ -132,9 +135,19 @@ def case_metrics(
     Exactly one empty: Dice, precision, recall and lesion-wise F1 are 0; distances are NaN
     (undefined; count them, do not drop them — :func:`lesionlib.metrics.summarise` does).
     """
-    torch_device = resolve_device(pred, gt, device)
+    torch_device = metric_device(pred, gt, device)
     if torch_device is not None:
-        return _case_metrics_torch(pred, gt, spacing_mm, torch_device)
+        out = _case_metrics_torch(pred, gt, spacing_mm, torch_device)
+    else:
+        out = _case_metrics_numpy(pred, gt, spacing_mm)
+    spacing = np.broadcast_to(np.asarray(spacing_mm, dtype=float), (len(pred.shape),))
+    diagonal_mm = float(np.linalg.norm(np.asarray(pred.shape, dtype=float) * spacing))
+    hd = out["hausdorff_mm"]
+    out["hausdorff_penalised_mm"] = diagonal_mm if math.isnan(hd) else hd
+    return {k: out[k] for k in METRIC_COLUMNS}
+
+
+def _case_metrics_numpy(pred: ArrayLike, gt: ArrayLike, spacing_mm: Sequence[float] | float) -> dict[str, float]:
     p, g = as_bool_mask(_to_numpy(pred), "pred"), as_bool_mask(_to_numpy(gt), "gt")
     check_pair(p, g)
     spacing = check_spacing(spacing_mm, p.ndim)

@@ -123,6 +123,7 @@ def evaluate_records(
     metadata: Mapping[str, Any] | None = None,
     out_csv: Path | None = None,
     relative_to: Path | None = None,
+    device: str | torch.device | None = None,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Metrics of one prediction per :class:`~lesionlib.data.records.ImageRecord` against its mask.
@@ -131,7 +132,9 @@ def evaluate_records(
     ``subject``, ``session``, ``lesion_volume_ml`` (NaN when unknown) and ``image_path`` added,
     plus every ``metadata`` item as a constant column (e.g. ``method``, ``eval_set``, ``seed``).
     ``pred_path`` is written relative to ``relative_to`` when the prediction lies inside it, so a
-    run folder can move. Written atomically to ``out_csv`` when given.
+    run folder can move. Written atomically to ``out_csv`` when given. ``device`` selects the
+    metric backend (:func:`lesionlib.metrics.case.metric_device`: ``None`` NumPy, ``'auto'`` CUDA
+    when available).
 
     Raises
     ------
@@ -149,7 +152,7 @@ def evaluate_records(
         if not pred.is_file():
             raise DataValidationError(pred, f"prediction for {rec.case_id} is missing")
     table = evaluate_files([(r.case_id, p, Path(r.mask_path)) for r, p in zip(records, pred_paths)],
-                           progress=progress)
+                           device=device, progress=progress)
     table.insert(1, "subject", [r.subject for r in records])
     table.insert(2, "session", [r.session for r in records])
     table["lesion_volume_ml"] = [np.nan if r.lesion_volume_ml is None else r.lesion_volume_ml for r in records]

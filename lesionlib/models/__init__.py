@@ -5,6 +5,8 @@ Every model maps a batch of single-channel volumes ``(B, 1, X, Y, Z)`` to two-cl
 
 * ``encoder_modules() -> list[nn.Module]``: the down-sampling path, frozen by
   ``TrainConfig.freeze_encoder`` during fine-tuning;
+* optionally an ``encoder_weights`` constructor argument (a local pretrained-encoder file),
+  which :func:`build_model` passes on;
 * ``encoder_pretrained: bool``: whether encoder weights came from a pretrained file
   (MedicalNet for ``resunet``; always ``False`` for ``unet``);
 * ``size_divisor: int``: patch sizes must be multiples of it.
@@ -14,11 +16,13 @@ New architectures register themselves with :func:`register_model`.
 
 from __future__ import annotations
 
+import inspect
+import os
 from typing import Callable
 
 from torch import nn
 
-__all__ = ["build_model", "register_model", "available_models", "load_medicalnet_weights"]
+__all__ = ["build_model", "register_model", "available_models", "model_parameters", "load_medicalnet_weights"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -40,10 +44,25 @@ def available_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_model(name: str, **kwargs) -> nn.Module:
-    """Instantiate the model registered as ``name`` with keyword arguments ``kwargs``."""
+def model_parameters(name: str) -> list[str]:
+    """Keyword arguments the factory of model ``name`` accepts (for checking settings early)."""
     if name not in _REGISTRY:
         raise KeyError(f"unknown model {name!r}; available: {available_models()}")
+    return [p for p in inspect.signature(_REGISTRY[name]).parameters if p != "self"]
+
+
+def build_model(name: str, *, encoder_weights: str | os.PathLike | None = None, **kwargs) -> nn.Module:
+    """Instantiate the model registered as ``name`` with keyword arguments ``kwargs``.
+
+    ``encoder_weights``: a local pretrained-encoder file loaded by the model itself (MedicalNet
+    ResNet-10 for ``resunet``); ``ValueError`` for a model without a pretrained encoder.
+    """
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown model {name!r}; available: {available_models()}")
+    if encoder_weights is not None:
+        if "encoder_weights" not in model_parameters(name):
+            raise ValueError(f"model {name!r} has no pretrained encoder; encoder_weights={encoder_weights!r}")
+        kwargs["encoder_weights"] = encoder_weights
     return _REGISTRY[name](**kwargs)
 
 

@@ -52,12 +52,19 @@ def dataset_folder_name(dataset_id: int, dataset_name: str) -> str:
 
 @dataclass(frozen=True)
 class NnUNetPaths:
-    """The nnU-Net folders of one workspace (all absolute)."""
+    """The nnU-Net folders of one workspace (all absolute).
+
+    ``results_root``: where ``nnUNet_results`` and ``logs`` live when they are not under ``root``
+    — a grid cell trains into its own folder while reading the raw and preprocessed data that all
+    cells of a profile share.
+    """
 
     root: Path
+    results_root: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).resolve())
+        object.__setattr__(self, "results_root", Path(self.results_root or self.root).resolve())
 
     @property
     def raw(self) -> Path:
@@ -69,11 +76,11 @@ class NnUNetPaths:
 
     @property
     def results(self) -> Path:
-        return self.root / "nnUNet_results"
+        return self.results_root / "nnUNet_results"
 
     @property
     def logs(self) -> Path:
-        return self.root / "logs"
+        return self.results_root / "logs"
 
     def make_dirs(self) -> None:
         for folder in (self.raw, self.preprocessed, self.results, self.logs):
@@ -105,3 +112,7 @@ class NnUNetPaths:
         env["nnUNet_def_n_proc"] = str(max(1, int(num_processes)))
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
+
+    def __repr__(self) -> str:
+        extra = "" if self.results_root == self.root else f", results_root={str(self.results_root)!r}"
+        return f"NnUNetPaths({str(self.root)!r}{extra})"

@@ -65,12 +65,13 @@ from lesionlib.space import grid_mismatch
 from lesionlib.nnunet.trainers import (
     DEFAULT_EPOCHS,
     DEFAULT_ITERATIONS,
+    THREADS_ENV,
     trainer_name,
 )
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NnUNetRun", "NnUNetStageError", "default_device", "evaluate_predictions",
+__all__ = ["NnUNetRun", "NnUNetStageError", "default_device", "evaluate_predictions", "resize_plans",
            "DEFAULT_PLANS", "FINETUNE_EPOCHS"]
 
 DEFAULT_PLANS = "nnUNetPlans"
@@ -157,11 +158,19 @@ class NnUNetRun:
     num_processes
         Worker processes for fingerprinting, preprocessing, data augmentation and prediction
         export. 0 runs augmentation in the training process (the fastest on 1-2 CPU cores).
+    results_dir
+        Where ``nnUNet_results`` and ``logs`` go, when not in ``run_dir`` (a grid cell training on
+        data that every cell of a profile shares).
+    threads
+        torch threads of a CPU training process (``None``: nnU-Net's choice, every core); read by
+        lesionlib's trainer classes from ``$LESIONLIB_NNUNET_THREADS``.
     """
 
     def __init__(self, run_dir: Path | str, dataset_id: int, dataset_name: str, *,
-                 configuration: str = "3d_fullres", device: str | None = None, num_processes: int = 2):
-        self.paths = NnUNetPaths(Path(run_dir))
+                 configuration: str = "3d_fullres", device: str | None = None, num_processes: int = 2,
+                 results_dir: Path | str | None = None, threads: int | None = None):
+        self.paths = NnUNetPaths(Path(run_dir), None if results_dir is None else Path(results_dir))
+        self.threads = threads
         self.dataset_id = int(dataset_id)
         self.dataset_name = dataset_name
         self.dataset = dataset_folder_name(self.dataset_id, dataset_name)
@@ -219,8 +228,11 @@ class NnUNetRun:
 
         Only training gets ``nnUNet_n_proc_DA = num_processes`` (which may be 0).
         """
-        return self.paths.environment(num_processes=self.num_processes,
-                                      augmentation_workers=self.num_processes if training else None)
+        env = self.paths.environment(num_processes=self.num_processes,
+                                     augmentation_workers=self.num_processes if training else None)
+        if self.threads is not None:
+            env[THREADS_ENV] = str(int(self.threads))
+        return env
 
     # ----------------------------------------------------------------- stages
     def _run(self, stage: str, cmd: Sequence[str], *, training: bool = False) -> float:
@@ -270,11 +282,14 @@ class NnUNetRun:
         return json.loads(path.read_text())
 
     def plan_and_preprocess(self, *, verify: bool = True, planner: str = "ExperimentPlanner",
-                            gpu_memory_target_gb: float | None = None) -> Path:
+                            gpu_memory_target_gb: float | None = None, width_divisor: int = 1,
+                            patch_size: Sequence[int] | None = None) -> Path:
         """``nnUNetv2_plan_and_preprocess -d ID -c <configuration>``: fingerprint, plans, preprocessing.
 
         ``verify`` adds ``--verify_dataset_integrity`` (image/label geometry, label values).
-        Returns the plans file ``<preprocessed>/<Dataset>/nnUNetPlans.json``.
+        ``width_divisor`` and ``patch_size`` resize nnU-Net's plans before preprocessing (see
+        :func:`resize_plans`; the defaults keep them as nnU-Net made them). Returns the plans file
+        ``<preprocessed>/<Dataset>/nnUNetPlans.json``.
         """
         self._require_export()
         n = str(max(1, self.num_processes))
@@ -284,14 +299,27 @@ class NnUNetRun:
             cmd.append("--verify_dataset_integrity")
         if gpu_memory_target_gb is not None:
             cmd += ["-gpu_memory_target", str(gpu_memory_target_gb)]
-        self._run("plan_and_preprocess", cmd)
+        resize = width_divisor != 1 or patch_size is not None
+        self._run("plan" if resize else "plan_and_preprocess", cmd + (["--no_pp"] if resize else []))
+        if resize:
+            resize_plans(self.plans_file(), self.configuration, width_divisor=width_divisor, patch_size=patch_size)
+            self.preprocess(DEFAULT_PLANS)
         return self.plans_file()
 
-    def write_splits(self, splits: Sequence[Mapping[str, Sequence[str]]]) -> Path:
+    def preprocess(self, plans: str = DEFAULT_PLANS) -> None:
+        """``nnUNetv2_preprocess -d ID -plans_name <plans> -c <configuration>``."""
+        self._require_export()
+        self._run(f"preprocess_{plans}", [_console_script("nnUNetv2_preprocess"), "-d", str(self.dataset_id),
+                                          "-plans_name", plans, "-c", self.configuration,
+                                          "-np", str(max(1, self.num_processes))])
+
+    def write_splits(self, splits: Sequence[Mapping[str, Sequence[str]]], *, allow_overlap: bool = False) -> Path:
         """Write nnU-Net's ``splits_final.json``: one ``{'train': [...], 'val': [...]}`` per fold.
 
         Needed for ``fold=k`` with fewer than 5 training cases (nnU-Net's automatic 5-fold split
-        needs >= 5). Case ids must be exported training cases; train and val must not overlap.
+        needs >= 5) or for training sets that are subsets of the exported cases. Case ids must be
+        exported training cases; train and val must not overlap unless ``allow_overlap`` (a fold
+        trained on every image of a small set and "validated" on the same images, like fold ``all``).
         """
         meta = json.loads((self.raw_dir / "lesionlib_records.json").read_text()) \
             if (self.raw_dir / "lesionlib_records.json").is_file() else None
@@ -304,7 +332,7 @@ class NnUNetRun:
             unknown = sorted((set(train) | set(val)) - known)
             if unknown:
                 raise ValueError(f"split {k}: unknown case ids {unknown}; exported training cases: {sorted(known)}")
-            if set(train) & set(val):
+            if set(train) & set(val) and not allow_overlap:
                 raise ValueError(f"split {k}: cases in both train and val: {sorted(set(train) & set(val))}")
             if not train or not val:
                 raise ValueError(f"split {k}: train and val must both be non-empty")
@@ -374,9 +402,9 @@ class NnUNetRun:
                             verify: bool = True) -> str:
         """Move ``source``'s plans to this dataset and preprocess this dataset with them.
 
-        Runs ``nnUNetv2_plan_and_preprocess -d this --no_pp`` (fingerprint and this dataset's own
-        plans, which also puts its ``dataset.json`` where preprocessing expects it; nothing is
-        preprocessed), ``nnUNetv2_move_plans_between_datasets -s source -t this -sp source_plans
+        Runs ``nnUNetv2_plan_and_preprocess -d this --no_pp`` unless this dataset has its own plans
+        already (fingerprint and plans, which also puts its ``dataset.json`` where preprocessing
+        expects it; nothing is preprocessed), ``nnUNetv2_move_plans_between_datasets -s source -t this -sp source_plans
         -tp <new>`` and ``nnUNetv2_preprocess -d this -plans_name <new> -c <configuration>``.
         If ``source`` lives in another workspace, its plans file is first copied into this
         workspace's ``nnUNet_preprocessed/<source dataset>/`` (that is where nnU-Net looks).
@@ -404,11 +432,12 @@ class NnUNetRun:
                 shutil.copyfile(src_plans, tmp)
         new_plans = f"{source_plans}_from{source.dataset.split('_')[0]}"
         n = str(max(1, self.num_processes))
-        plan_cmd = [_console_script("nnUNetv2_plan_and_preprocess"), "-d", str(self.dataset_id), "-npfp", n,
-                    "--no_pp"]
-        if verify:
-            plan_cmd.append("--verify_dataset_integrity")
-        self._run("fingerprint_and_plan", plan_cmd)
+        if not self.plans_file().is_file():  # this dataset's own fingerprint and plans, if not made yet
+            plan_cmd = [_console_script("nnUNetv2_plan_and_preprocess"), "-d", str(self.dataset_id), "-npfp", n,
+                        "--no_pp"]
+            if verify:
+                plan_cmd.append("--verify_dataset_integrity")
+            self._run("fingerprint_and_plan", plan_cmd)
         self._run("move_plans", [_console_script("nnUNetv2_move_plans_between_datasets"),
                                  "-s", str(source.dataset_id), "-t", str(self.dataset_id),
                                  "-sp", source_plans, "-tp", new_plans])
@@ -438,7 +467,7 @@ class NnUNetRun:
                           final_validation=final_validation, plans=plans, pretrained_weights=pretrained_weights)
 
     def predict(self, records: Sequence[ImageRecord], out_dir: Path | str, *, tta: bool = True,
-                model_dir: Path | str | None = None, fold: int | str = "all",
+                model_dir: Path | str | None = None, folds: Sequence[int | str] = ("all",),
                 checkpoint: str = "checkpoint_final.pth", tile_step_size: float = 0.5) -> list[Path]:
         """Segment each record's image with ``nnUNetPredictor``; one uint8 mask per record.
 
@@ -455,7 +484,10 @@ class NnUNetRun:
             Mirroring test-time augmentation (nnU-Net's default: on).
         model_dir
             ``<trainer>__<plans>__<configuration>`` folder; default: the only model of this
-            dataset with ``fold_<fold>/<checkpoint>``.
+            dataset with ``fold_<folds[0]>/<checkpoint>``.
+        folds
+            The folds of ``model_dir`` to use; several are ensembled (softmax averaged), as nnU-Net
+            does after cross-validation.
 
         Returns
         -------
@@ -467,9 +499,11 @@ class NnUNetRun:
         if not records:
             return []
         require_valid(records, purpose="predict")  # every bad image named, before anything is written
-        model = Path(model_dir) if model_dir is not None else self._single_model(fold, checkpoint)
-        if not (model / f"fold_{fold}" / checkpoint).is_file():
-            raise FileNotFoundError(f"{model / f'fold_{fold}' / checkpoint}: no such checkpoint")
+        folds = list(folds)
+        model = Path(model_dir) if model_dir is not None else self._single_model(folds[0], checkpoint)
+        for fold in folds:
+            if not (model / f"fold_{fold}" / checkpoint).is_file():
+                raise FileNotFoundError(f"{model / f'fold_{fold}' / checkpoint}: no such checkpoint")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         ids = [r.case_id for r in records]
@@ -489,7 +523,7 @@ class NnUNetRun:
                 geometry.append((img.shape, img.affine.copy(), orientation_codes(img)))
                 del img
             spec = {
-                "model_dir": str(model.resolve()), "folds": [fold], "checkpoint": checkpoint,
+                "model_dir": str(model.resolve()), "folds": folds, "checkpoint": checkpoint,
                 "device": self.device, "use_mirroring": bool(tta), "tile_step_size": float(tile_step_size),
                 "inputs": inputs, "outputs": [str(tmp / "out" / cid) for cid in ids],
                 "num_processes": self.num_processes,
@@ -522,6 +556,39 @@ class NnUNetRun:
         table = evaluate_predictions(records, pred_dir, out_csv=out_csv, metadata=meta)
         self.timings_s["evaluate"] = time.perf_counter() - start
         return table
+
+
+def resize_plans(plans_file: Path, configuration: str = "3d_fullres", *, width_divisor: int = 1,
+                 patch_size: Sequence[int] | None = None) -> dict[str, Any]:
+    """Make nnU-Net's network for ``configuration`` narrower and/or its patch smaller, in place.
+
+    nnU-Net sizes its U-Net for a GPU (32 feature maps at full resolution, doubling per stage up to
+    320); on a CPU one training step of that network on a 56 x 64 x 56 patch takes seconds. This
+    divides ``features_per_stage`` by ``width_divisor`` (at least 4 feature maps per stage) and sets
+    ``patch_size`` (each axis a multiple of the network's total stride along it). Everything else —
+    topology, normalisation, target spacing, loss, augmentation, schedule — stays nnU-Net's.
+    Preprocessing does not depend on either value, so the data need not be re-preprocessed. The
+    change is recorded in the plans under ``lesionlib_resized``. Returns the configuration.
+    """
+    plans = json.loads(Path(plans_file).read_text())
+    config = plans["configurations"][configuration]
+    arch = config["architecture"]["arch_kwargs"]
+    original = {"features_per_stage": list(arch["features_per_stage"]), "patch_size": list(config["patch_size"])}
+    if width_divisor < 1:
+        raise ValueError(f"width_divisor must be >= 1, got {width_divisor}")
+    arch["features_per_stage"] = [max(4, int(f) // int(width_divisor)) for f in arch["features_per_stage"]]
+    if patch_size is not None:
+        stride = np.prod(np.asarray(arch["strides"], dtype=int), axis=0)
+        patch = [int(p) for p in patch_size]
+        if len(patch) != len(stride) or any(p % s for p, s in zip(patch, stride)):
+            raise ValueError(f"patch_size {patch} must have {len(stride)} axes, each a multiple of the network's "
+                             f"total stride {stride.tolist()}")
+        config["patch_size"] = patch
+    plans["lesionlib_resized"] = {"configuration": configuration, "width_divisor": int(width_divisor),
+                                  "original": original, "features_per_stage": arch["features_per_stage"],
+                                  "patch_size": config["patch_size"]}
+    _write_json_atomic(plans, Path(plans_file))
+    return config
 
 
 def evaluate_predictions(records: Sequence[ImageRecord], pred_dir: Path | str, *,

@@ -28,6 +28,7 @@ everything else (loss, augmentation, learning-rate policy over ``num_epochs``) i
 from __future__ import annotations
 
 import math
+import os
 import re
 from typing import Any, NamedTuple
 
@@ -36,6 +37,7 @@ __all__ = [
     "DEFAULT_EPOCHS",
     "DEFAULT_ITERATIONS",
     "DEFAULT_VAL_ITERATIONS",
+    "THREADS_ENV",
     "Schedule",
     "trainer_name",
     "parse_trainer_name",
@@ -46,6 +48,9 @@ DEFAULT_TRAINER = "nnUNetTrainer"
 DEFAULT_EPOCHS = 1000
 DEFAULT_ITERATIONS = 250
 DEFAULT_VAL_ITERATIONS = 50
+
+THREADS_ENV = "LESIONLIB_NNUNET_THREADS"
+"""torch threads of a CPU training process, when set (nnU-Net itself uses every core)."""
 
 _PREFIX = "nnUNetTrainer_lesionlib_"
 _NO_FINAL_VAL = "_NoFinalVal"
@@ -119,6 +124,8 @@ def make_short_trainer(epochs: int, iterations: int, val_iterations: int | None 
     def __init__(self: Any, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")) -> None:
         nnUNetTrainer.__init__(self, plans, configuration, fold, dataset_json, device)
+        if device.type == "cpu" and os.environ.get(THREADS_ENV):
+            torch.set_num_threads(int(os.environ[THREADS_ENV]))
         self.num_epochs = epochs
         self.num_iterations_per_epoch = iterations
         self.num_val_iterations_per_epoch = val_iterations

@@ -26,13 +26,14 @@ import pandas as pd
 from lesionlib import config
 from lesionlib.reporting.collect import RunStatus, collect_runs, run_status
 
-__all__ = ["BookContext", "book_context", "build_book", "prepare_run_pages", "run_index_table", "main"]
+__all__ = ["BookContext", "book_context", "build_book", "collapsible_table", "prepare_run_pages", "run_index_table",
+           "main"]
 
 log = logging.getLogger(__name__)
 
 RUN_PAGES = Path("book") / "runs"
-REPORT_DIR = "_report"
-STAGE_ORDER = {"data": 0, "train": 1, "evaluate": 2, "lesiongnb": 3, "tables": 4, "figures": 5}
+
+STAGE_ORDER = {"data": 0, "cell": 1, "tables": 2, "figures": 3}
 
 
 @dataclass
@@ -63,6 +64,16 @@ def book_context(profile: str | None = None, results_root: Path | None = None) -
     expected = [r.run_id for r in expand_grid(profile)]
     return BookContext(profile, results_root, collect_runs(results_root, profile),
                        run_status(results_root, profile, expected))
+
+
+def collapsible_table(table: pd.DataFrame, title: str, *, digits: int = 3) -> str:
+    """A long table as an HTML ``<details>`` element, collapsed until the reader opens it."""
+    import html
+
+    body = table.to_html(index=False, float_format=lambda v: f"{v:.{digits}g}", na_rep="–", border=0,
+                         classes="lesionlib-table")
+    return (f"<details><summary><b>{html.escape(title)}</b> ({len(table)} rows; click to show)</summary>"
+            f"{body}</details>")
 
 
 def _stage_of(path: Path) -> str:
@@ -109,6 +120,8 @@ def prepare_run_pages(results_root: Path, profile: str, book_root: Path = config
                          f"This stage failed; the partial notebook below is kept for reading "
                          f"(`{nb.parent.name}`). Last error line: `{summary}`")
             written.append(dst)
+    from lesionlib.experiments import REPORT_DIR
+
     report = profile_dir / REPORT_DIR
     for nb in sorted(report.glob("*.ipynb"), key=lambda p: STAGE_ORDER.get(_stage_of(p), 9)):
         dst = pages_dir / "report" / nb.name

@@ -13,6 +13,7 @@ kept as NaN: they are counted by the tables, never dropped here.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -21,13 +22,13 @@ import pandas as pd
 import yaml
 
 from lesionlib.io import DataValidationError
+from lesionlib.metrics import METRIC_COLUMNS
+from lesionlib.segmenters import segmenter_names
+from lesionlib.splits import EVAL_SETS, TRAIN_SETS
 
 __all__ = [
     "CONTRACT_COLUMNS",
     "METRIC_COLUMNS",
-    "EVAL_SETS",
-    "METHODS",
-    "TRAIN_SETS",
     "RunStatus",
     "collect_runs",
     "read_metrics_csv",
@@ -39,20 +40,13 @@ log = logging.getLogger(__name__)
 
 CONTRACT_COLUMNS: tuple[str, ...] = (
     "case_id", "subject", "session", "eval_set", "method", "train_set", "fine_tuned", "seed",
-    "profile", "data_source", "lesion_volume_ml",
+    "profile", "data_source", "lesion_volume_ml", "encoder_pretrained",
 )
-"""Identifying columns every ``metrics.csv`` must have (the inter-module contract)."""
+"""Identifying columns every ``metrics.csv`` must have (the inter-module contract).
 
-METRIC_COLUMNS: tuple[str, ...] = (
-    "dice", "hausdorff_mm", "hausdorff95_mm", "assd_mm", "volume_difference_ml",
-    "abs_volume_difference_ml", "lesion_wise_f1", "lesion_count_difference", "precision", "recall",
-    "pred_volume_ml", "gt_volume_ml",
-)
-"""Columns of :func:`lesionlib.metrics.case_metrics` that every ``metrics.csv`` carries."""
+``encoder_pretrained`` is ``True``/``False`` for methods with a pretrained-able encoder (Res-U-Net)
+and empty for the others."""
 
-EVAL_SETS = ("adult_val", "child_test")
-METHODS = ("unet", "resunet", "nnunet", "lesiongnb")
-TRAIN_SETS = ("adult_full", "adult_subset", "child5", "")
 DATA_SOURCES = ("synthetic", "real")
 
 _STRING_COLUMNS = ("case_id", "subject", "session", "eval_set", "method", "train_set", "profile",
@@ -98,12 +92,14 @@ def validate_metrics_frame(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     df = df.copy()
     for col in _STRING_COLUMNS:
         df[col] = df[col].fillna("").astype(str)
-    for col, allowed in (("method", METHODS), ("eval_set", EVAL_SETS), ("train_set", TRAIN_SETS),
+    for col, allowed in (("method", tuple(segmenter_names())), ("eval_set", EVAL_SETS), ("train_set", TRAIN_SETS),
                          ("data_source", DATA_SOURCES)):
         bad = sorted(set(df[col]) - set(allowed))
         if bad:
             raise DataValidationError(path, f"column {col!r} has unknown values {bad}; allowed {list(allowed)}")
     df["fine_tuned"] = [_parse_bool(v, path, "fine_tuned") for v in df["fine_tuned"]]
+    df["encoder_pretrained"] = [None if (v is None or (isinstance(v, float) and math.isnan(v)) or str(v) == "")
+                                else _parse_bool(v, path, "encoder_pretrained") for v in df["encoder_pretrained"]]
     try:
         df["seed"] = pd.to_numeric(df["seed"], errors="raise").astype(int)
     except (ValueError, TypeError) as exc:

@@ -24,16 +24,16 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from lesionlib.reporting.tables import METHOD_LABELS, TRAIN_SET_LABELS
+from lesionlib.segmenters import get_segmenter, segmenter_labels
+from lesionlib.splits import TRAIN_SET_LABELS
 
-__all__ = ["Figure1Cases", "choose_figure1_cases", "condition_label", "figure1_overlays",
+__all__ = ["Figure1Cases", "choose_figure1_cases", "condition_label", "figure1_overlays", "forest_plot",
            "figure2_dice_vs_volume", "interactive_viewer", "default_condition", "PATH_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
 PATH_COLUMNS = ("image_path", "pred_path", "gt_path")
 _RED = ListedColormap(["red"])
-METHOD_ORDER = ("lesiongnb", "unet", "resunet", "nnunet")
 
 
 def condition_label(train_set: str, fine_tuned: bool) -> str:
@@ -75,15 +75,19 @@ def choose_figure1_cases(df: pd.DataFrame) -> Figure1Cases | None:
     return Figure1Cases(str(small["dice"].idxmin()), str(large["dice"].idxmax()), threshold)
 
 
+def _label(method: str) -> str:
+    return segmenter_labels().get(method, method)
+
+
 def _methods_present(child: pd.DataFrame) -> list[str]:
     present = set(child["method"])
-    return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
+    return [m for m in segmenter_labels() if m in present]
 
 
 def _pick_run(rows: pd.DataFrame, method: str, train_set: str, fine_tuned: bool) -> pd.DataFrame:
-    """Rows of the condition to show for ``method`` (LesionGnb has a single condition)."""
+    """Rows of the condition to show for ``method`` (methods that do not fine-tune have a single condition)."""
     sel = rows[rows["method"] == method]
-    if method != "lesiongnb":
+    if get_segmenter(method).fine_tunes:
         sel = sel[(sel["train_set"] == train_set) & (sel["fine_tuned"] == fine_tuned)]
     if sel.empty:
         return sel
@@ -153,14 +157,14 @@ def figure1_overlays(df: pd.DataFrame, *, train_set: str | None = None, fine_tun
             row = _pick_run(child[child["case_id"] == case_id], method, train_set, fine_tuned)
             if row.empty:
                 ax.set_axis_off()
-                ax.set_title(f"{METHOD_LABELS.get(method, method)}\nnot run", fontsize=9)
+                ax.set_title(f"{_label(method)}\nnot run", fontsize=9)
                 continue
             row = row.iloc[0]
             image = nib.load(row["image_path"])
             gt = nib.load(row["gt_path"])
             pred = nib.load(row["pred_path"])
             z = _lesion_centre_mm(gt)
-            title = f"{METHOD_LABELS.get(method, method)} — Dice {row['dice']:.2f}"
+            title = f"{_label(method)} — Dice {row['dice']:.2f}"
             display = plotting.plot_anat(image, display_mode="z", cut_coords=[z if z is not None else 0.0],
                                          axes=ax, annotate=False, draw_cross=False, black_bg=True,
                                          colorbar=False)
@@ -184,8 +188,8 @@ def figure1_overlays(df: pd.DataFrame, *, train_set: str | None = None, fine_tun
 def figure2_dice_vs_volume(df: pd.DataFrame) -> plt.Figure | None:
     """Figure 2: Dice against true lesion volume (mL, log x) on child images, per method.
 
-    One panel per training condition (LesionGnb appears in the adult conditions' panels as a
-    reference); seeds are averaged per case. ``None`` without child rows.
+    One panel per training condition (methods that are not fine-tuned, LesionGnb, appear in the
+    adult conditions' panels as a reference); seeds are averaged per case. ``None`` without child rows.
     """
     child = _child_rows(df)
     child = child[child["lesion_volume_ml"] > 0]
@@ -193,8 +197,9 @@ def figure2_dice_vs_volume(df: pd.DataFrame) -> plt.Figure | None:
         return None
     per_case = (child.groupby(["method", "train_set", "fine_tuned", "case_id"], as_index=False)
                 .agg(dice=("dice", "mean"), lesion_volume_ml=("lesion_volume_ml", "first")))
-    gnb = per_case[per_case["method"] == "lesiongnb"]
-    models = per_case[per_case["method"] != "lesiongnb"].copy()
+    fixed = per_case["method"].map(lambda m: not get_segmenter(m).fine_tunes)
+    gnb = per_case[fixed]
+    models = per_case[~fixed].copy()
     models["condition"] = [condition_label(t, f) for t, f in zip(models["train_set"], models["fine_tuned"])]
     conditions = list(dict.fromkeys(sorted(models["condition"]))) or ["LesionGnb"]
     frames = [models]
@@ -204,8 +209,8 @@ def figure2_dice_vs_volume(df: pd.DataFrame) -> plt.Figure | None:
     data = pd.concat(frames, ignore_index=True)
     if data.empty:
         return None
-    data["Method"] = data["method"].map(lambda m: METHOD_LABELS.get(m, m))
-    order = [METHOD_LABELS[m] for m in METHOD_ORDER if METHOD_LABELS[m] in set(data["Method"])]
+    data["Method"] = data["method"].map(_label)
+    order = [label for label in segmenter_labels().values() if label in set(data["Method"])]
     grid = sns.relplot(data=data, x="lesion_volume_ml", y="dice", hue="Method", hue_order=order,
                        style="Method", col="condition", col_wrap=min(3, data["condition"].nunique()),
                        kind="scatter", height=3.0, aspect=1.1, s=30, alpha=0.8)
@@ -227,10 +232,60 @@ def interactive_viewer(row: pd.Series, *, width_px: int = 600):
     image = nib.load(row["image_path"])
     pred = nib.load(row["pred_path"])
     pred_data = (np.asanyarray(pred.dataobj) > 0).astype(np.float32)
-    title = (f"{METHOD_LABELS.get(row['method'], row['method'])} on {row['case_id']} — Dice "
+    title = (f"{_label(row['method'])} on {row['case_id']} — Dice "
              f"{row['dice']:.2f}" if not math.isnan(row["dice"]) else row["case_id"])
     view = plotting.view_img(nib.Nifti1Image(pred_data, pred.affine), bg_img=image, threshold=0.5,
                              cmap="autumn_r", symmetric_cmap=False, vmin=0.0, vmax=1.0, opacity=0.6,
                              title=title, colorbar=False, black_bg=True, resampling_interpolation="nearest",
                              width_view=width_px)
     return view
+
+
+def forest_plot(df: pd.DataFrame, metric: str = "dice") -> plt.Figure | None:
+    """Per-condition mean ``metric`` with its bootstrap 95% CI (over subjects), beside the paper's value.
+
+    One row per (method, training set, evaluation set, fine-tuned) present in ``df``, grouped by
+    evaluation set in table order; circles with bars: ours; crosses: the published value where the
+    paper has one. ``None`` for an empty frame.
+    """
+    from lesionlib.reporting import paper
+    from lesionlib.reporting.stats import summarise_conditions
+    from lesionlib.reporting.tables import row_label
+    from lesionlib.splits import EVAL_SETS
+
+    if df.empty:
+        return None
+    summary = summarise_conditions(df, [metric])
+    summary = summary[summary["mean"].notna()]
+    if summary.empty:
+        return None
+    order = {m: i for i, m in enumerate(segmenter_labels())}
+    summary = summary.assign(
+        _e=summary["eval_set"].map({e: i for i, e in enumerate(EVAL_SETS)}),
+        _m=summary["method"].map(order), _t=summary["train_set"].map({"adult_full": 0, "adult_subset": 1, "child5": 2}),
+    ).sort_values(["_e", "fine_tuned", "_t", "_m"], ascending=[True, True, True, True]).reset_index(drop=True)
+    published = paper.paper_results()
+    eval_names = {"adult_val": "adult validation", "child_test": "child test", "child_all": "all child images"}
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(summary) + 1.2))
+    y = np.arange(len(summary))[::-1]
+    for yi, r in zip(y, summary.itertuples(index=False)):
+        colour = sns.color_palette("colorblind")[order.get(r.method, 0) % 10]
+        ax.errorbar(r.mean, yi, xerr=[[r.mean - r.ci_low], [r.ci_high - r.mean]] if not math.isnan(r.ci_low) else None,
+                    fmt="o", color=colour, capsize=2, markersize=4)
+        pub = published[(published.method == r.method) & (published.train_set == r.train_set)
+                        & (published.fine_tuned == r.fine_tuned)
+                        & (published.eval_set == ("child_test" if r.eval_set == "child_all" else r.eval_set))]
+        if len(pub):
+            ax.plot(float(pub[metric].iloc[0]), yi, "x", color="black", markersize=6)
+    labels = [f"{row_label(r.method, r.train_set)}{', fine-tuned' if r.fine_tuned else ''} — "
+              f"{eval_names.get(r.eval_set, r.eval_set)} (n={r.n})" for r in summary.itertuples(index=False)]
+    ax.set_yticks(y)
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.set_xlim(-0.02, 1.02) if metric == "dice" else None
+    ax.set_xlabel(f"{'Dice' if metric == 'dice' else metric}: ours (mean, 95% bootstrap CI over subjects); "
+                  "x = published", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    source = ", ".join(sorted(set(df["data_source"])))
+    ax.set_title(f"Per-condition means, {source} data, profile {', '.join(sorted(set(df['profile'])))}", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import html
-import importlib
 import importlib.metadata as md
 import platform
 import subprocess
@@ -14,7 +13,7 @@ from typing import Any
 
 from lesionlib.config import PROJECT_ROOT
 
-__all__ = ["PACKAGES", "git_commit", "manifest_sha256", "package_versions", "provenance", "provenance_html",
+__all__ = ["PACKAGES", "git_commit", "package_versions", "provenance", "provenance_html",
            "provenance_markdown"]
 
 PACKAGES: tuple[str, ...] = (
@@ -46,25 +45,13 @@ def package_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
     return out
 
 
-def manifest_sha256(path: Path | None = None) -> dict[str, str]:
-    """sha256 of the data manifest's bytes: ``{'path': ..., 'sha256': ...}``.
+def _manifest_record(path: Path | None) -> dict[str, str]:
+    """``{'path', 'sha256'}`` of the data manifest (:func:`lesionlib.data.manifest.manifest_sha256`);
+    ``sha256`` is ``'absent'`` when the file does not exist."""
+    from lesionlib.data.manifest import manifest_file, manifest_sha256
 
-    Uses ``lesionlib.data.manifest.manifest_file()`` (``$LESIONLIB_MANIFEST`` or the project's
-    ``data_manifest.yaml``) when importable, else ``<project>/data_manifest.yaml``, read directly;
-    ``sha256`` is ``'absent'`` when the file does not exist.
-    """
-    if path is None:
-        path = PROJECT_ROOT / "data_manifest.yaml"
-        try:
-            finder = getattr(importlib.import_module("lesionlib.data.manifest"), "manifest_file", None)
-            if callable(finder):
-                path = Path(finder())
-        except ImportError:
-            pass
-    path = Path(path)
-    if not path.is_file():
-        return {"path": str(path), "sha256": "absent"}
-    return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    path = Path(path) if path is not None else manifest_file()
+    return {"path": str(path), "sha256": manifest_sha256(path) if path.is_file() else "absent"}
 
 
 def provenance(profile: str, *, data_source: str | None = None, manifest: Path | None = None,
@@ -80,7 +67,7 @@ def provenance(profile: str, *, data_source: str | None = None, manifest: Path |
         "data_source": data_source or "unknown",
         "git": git_commit(root),
         "packages": package_versions(),
-        "manifest": manifest_sha256(manifest),
+        "manifest": _manifest_record(manifest),
         "platform": platform.platform(),
     }
 

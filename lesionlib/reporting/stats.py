@@ -1,10 +1,12 @@
-"""Statistics the paper does not report: case-level summaries with undefined distances counted,
-bootstrap 95% confidence intervals, paired Wilcoxon tests between methods on the same cases,
+"""Statistics the paper does not report: subject-level summaries with undefined distances counted,
+bootstrap 95% confidence intervals, paired Wilcoxon tests between methods on the same subjects,
 and the spread of results across training seeds.
 
 Input everywhere is the tidy DataFrame of :func:`lesionlib.reporting.collect.collect_runs`
-(one row per run x case x evaluation set). A *condition* is one cell of a table:
-``(method, train_set, eval_set, fine_tuned)``; a condition may hold several seeds.
+(one row per run x image x evaluation set). A *condition* is one cell of a table:
+``(method, train_set, eval_set, fine_tuned)``; a condition may hold several seeds. The unit of
+every summary and test is the **subject**: a child's two sessions are not independent, so values
+are averaged over a subject's images and the training seeds before anything is resampled or paired.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ __all__ = [
     "CONDITION",
     "Summary",
     "bootstrap_ci",
-    "case_means",
+    "subject_means",
     "paired_wilcoxon",
     "seed_spread",
     "summarise",
@@ -91,12 +93,17 @@ def summarise(values: Sequence[float], *, bootstrap: bool = True, seed: int = 0)
     return Summary(mean, sd, int(x.size), n_undefined, low, high)
 
 
-def case_means(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """One value per (condition, case): the mean of ``metric`` over seeds (NaN only when every seed's value is NaN).
+UNIT = "subject"
+"""Column whose values are the independent units of summaries and tests."""
 
-    Returns columns ``*CONDITION, case_id, <metric>, n_seeds``.
+
+def subject_means(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One value per (condition, subject): the mean of ``metric`` over the subject's images and the
+    seeds (NaN only when every value is NaN).
+
+    Returns columns ``*CONDITION, subject, <metric>, n_seeds``.
     """
-    keys = [*CONDITION, "case_id"]
+    keys = [*CONDITION, UNIT]
     if df.empty:
         return pd.DataFrame(columns=[*keys, metric, "n_seeds"])
     grouped = df.groupby(keys, dropna=False, sort=True)
@@ -107,7 +114,7 @@ def case_means(df: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def summarise_conditions(df: pd.DataFrame, metrics: Sequence[str] = ("dice", "hausdorff_mm"), *,
                          bootstrap: bool = True) -> pd.DataFrame:
-    """Summary of each metric in each condition, over cases (seeds averaged per case first).
+    """Summary of each metric in each condition, over subjects (images and seeds averaged per subject first).
 
     Returns one row per (condition, metric) with ``mean, sd, n, n_undefined, ci_low, ci_high,
     n_seeds, seed_sd`` where ``seed_sd`` is the SD across seeds of the per-seed mean (NaN with
@@ -116,7 +123,7 @@ def summarise_conditions(df: pd.DataFrame, metrics: Sequence[str] = ("dice", "ha
     """
     rows = []
     for metric in metrics:
-        per_case = case_means(df, metric)
+        per_case = subject_means(df, metric)
         spread = seed_spread(df, metric)
         for cond, group in per_case.groupby(list(CONDITION), dropna=False, sort=True):
             raw = df
@@ -157,20 +164,26 @@ def seed_spread(df: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def paired_wilcoxon(df: pd.DataFrame, metric: str = "dice", *,
                     by: Sequence[str] = ("train_set", "eval_set", "fine_tuned"),
-                    methods: Sequence[str] | None = None, reference: str | None = "lesiongnb") -> pd.DataFrame:
-    """Two-sided paired Wilcoxon signed-rank tests between methods on the same cases.
+                    methods: Sequence[str] | None = None, reference: str | None = "baseline") -> pd.DataFrame:
+    """Two-sided paired Wilcoxon signed-rank tests between methods on the same subjects.
 
     Within each group of ``by`` (e.g. trained on the adult subset, child test, not fine-tuned),
-    every pair of methods is compared on the cases both evaluated with a defined value
-    (per-case means over seeds). The ``reference`` method (LesionGnb, which has a single training
-    condition) is added to every group of the same ``eval_set`` so each model is also tested
-    against the baseline. Benjamini–Hochberg q-values are computed over all tests returned.
+    every pair of methods is compared on the subjects both evaluated with a defined value
+    (per-subject means over images and seeds). The ``reference`` method (default: the registered
+    method that is not fine-tuned, LesionGnb, which has a single training condition) is added to
+    every group of the same ``eval_set`` so each model is also tested against the baseline.
+    Benjamini–Hochberg q-values are computed over all tests returned.
 
     Returns columns ``*by, method_a, method_b, metric, n_pairs, median_diff`` (a − b),
     ``statistic, p_value, q_value``; tests with fewer than 5 pairs or all-zero differences get NaN
     p-values (no test is possible), and are kept so the table says so.
     """
-    per_case = case_means(df, metric)
+    if reference == "baseline":
+        from lesionlib.segmenters import get_segmenter, segmenter_names
+
+        baselines = [m for m in segmenter_names() if not get_segmenter(m).fine_tunes]
+        reference = baselines[0] if baselines else None
+    per_case = subject_means(df, metric)
     ref_rows = per_case[per_case["method"] == reference] if reference else per_case.iloc[:0]
     if reference:
         per_case = per_case[per_case["method"] != reference]
@@ -183,7 +196,7 @@ def paired_wilcoxon(df: pd.DataFrame, metric: str = "dice", *,
         if len(ref_rows) and "eval_set" in by:
             eval_set = dict(zip(by, key))["eval_set"]
             group = pd.concat([group, ref_rows[ref_rows["eval_set"] == eval_set]], ignore_index=True)
-        wide = group.pivot_table(index="case_id", columns="method", values=metric, aggfunc="first")
+        wide = group.pivot_table(index=UNIT, columns="method", values=metric, aggfunc="first")
         names = [m for m in (methods or sorted(wide.columns)) if m in wide.columns]
         for a, b in itertools.combinations(names, 2):
             pair = wide[[a, b]].dropna()

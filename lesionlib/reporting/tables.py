@@ -1,13 +1,15 @@
-"""Tables 1 and 2 of the paper, computed from our runs and shown beside the published values.
+"""Tables 1 and 2 of the paper: our numbers with the published value beside each cell.
 
-Table 1: rows LesionGnb and {U-Net, Res-U-Net, nnU-Net} x {trained on adult full, adult subset};
-columns adult-validation DSC and HD, child DSC and HD without and with fine-tuning on 5 child
-images. Table 2: the three models trained on the 5 child images alone, child DSC and HD.
+Table 1: rows LesionGnb and every network x adult training set (ATLAS full, subset); columns
+adult-validation DSC and HD, child DSC and HD without and with fine-tuning on the few child images
+(on the same child test images: the children not used for fine-tuning), and child DSC on *all* child
+images for models that never saw a child. Table 2: the networks trained on the child images alone.
 
-Our cells read ``mean ± SD`` over cases (seeds averaged per case), with the number of cases and
-of undefined Hausdorff distances; every table of ours carries its data source
-(``synthetic``/``real``) and profile in a column and in its caption, and is rendered apart
-from the paper's numbers (:mod:`lesionlib.reporting.paper`).
+A cell reads ``0.62 ± 0.10 (paper 0.61)``: mean ± SD over subjects (a subject's images and the
+training seeds averaged first), the paper's value in brackets; HD cells add ``[k undef.]`` when a
+Hausdorff distance is undefined (an empty prediction), counted not dropped. Rows, labels and their
+order come from the method registry (:mod:`lesionlib.segmenters`); a Res-U-Net whose encoder was not
+pretrained says so in its row label. Every table names its data source and profile.
 """
 
 from __future__ import annotations
@@ -20,50 +22,39 @@ import pandas as pd
 
 from lesionlib.reporting import paper
 from lesionlib.reporting.stats import summarise_conditions
+from lesionlib.segmenters import get_segmenter, segmenter_labels
+from lesionlib.splits import TRAIN_SET_LABELS
 
-__all__ = [
-    "METHOD_LABELS",
-    "TRAIN_SET_LABELS",
-    "ResultTable",
-    "table1",
-    "table2",
-    "paper_table1_wide",
-    "paper_table2_wide",
-    "render_html",
-    "missing_cells",
-]
-
-METHOD_LABELS = {"lesiongnb": "LesionGnb", "unet": "U-Net", "resunet": "Res-U-Net", "nnunet": "nnU-Net"}
-TRAIN_SET_LABELS = {"adult_full": "ATLAS full", "adult_subset": "ATLAS subset", "child5": "5 child images",
-                    "": "adult (pretrained model)"}
+__all__ = ["ResultTable", "TABLE1_COLUMNS", "TABLE2_COLUMNS", "METRICS", "row_label", "table1", "table2",
+           "render_html", "missing_cells"]
 
 # (column group label, eval_set, fine_tuned)
 TABLE1_COLUMNS: list[tuple[str, str, bool]] = [
     ("Adult validation", "adult_val", False),
     ("Child", "child_test", False),
     ("Child, fine-tuned", "child_test", True),
-]
-TABLE1_ROWS: list[tuple[str, str]] = [("lesiongnb", "")] + [
-    (m, t) for t in ("adult_full", "adult_subset") for m in ("unet", "resunet", "nnunet")
+    ("Child, all images", "child_all", False),
 ]
 TABLE2_COLUMNS: list[tuple[str, str, bool]] = [("Child", "child_test", False)]
-TABLE2_ROWS: list[tuple[str, str]] = [(m, "child5") for m in ("unet", "resunet", "nnunet")]
 METRICS = (("DSC", "dice", 2), ("HD (mm)", "hausdorff_mm", 1))
+_PAPER_EVAL_SET = {"child_all": "child_test"}  # the paper's child column is one set of 40 images
 
 
-def _row_label(method: str, train_set: str) -> str:
-    if method == "lesiongnb":
-        return METHOD_LABELS[method]
-    return f"{METHOD_LABELS.get(method, method)} ({TRAIN_SET_LABELS.get(train_set, train_set)})"
+def row_label(method: str, train_set: str, encoder_pretrained: object = None) -> str:
+    """``'Res-U-Net (ATLAS full; encoder not pretrained)'``; methods with one condition: their label."""
+    label = segmenter_labels().get(method, method)
+    notes = [TRAIN_SET_LABELS.get(train_set, train_set)] if get_segmenter(method).fine_tunes else []
+    if encoder_pretrained is False:
+        notes.append("encoder not pretrained")
+    return f"{label} ({'; '.join(notes)})" if notes else label
 
 
 @dataclass
 class ResultTable:
-    """A rendered-ready table of our results for one data source and profile.
+    """Our table for one data source and profile, merged with the paper's values.
 
-    ``display`` holds strings (``'0.45 ± 0.12'``), ``summary`` the numbers behind them (tidy,
-    from :func:`~lesionlib.reporting.stats.summarise_conditions`), ``cases`` the number of
-    cases per cell, ``missing`` the cells for which no run has finished.
+    ``display`` holds the strings shown; ``summary`` the numbers behind them (tidy, from
+    :func:`~lesionlib.reporting.stats.summarise_conditions`); ``missing`` the cells no run has filled.
     """
 
     name: str
@@ -75,93 +66,80 @@ class ResultTable:
 
     @property
     def caption(self) -> str:
-        source = "SYNTHETIC data — not comparable to the paper's numbers" if self.data_source == "synthetic" \
-            else "real data"
-        return (f"{self.name} — ours: {source}; profile '{self.profile}'. "
-                "Mean ± SD over cases (seeds averaged per case); n = cases; "
-                "undef. = Hausdorff distances undefined (empty prediction or mask), counted not dropped.")
+        source = ("SYNTHETIC data: our numbers test the pipeline and are not comparable to the paper's"
+                  if self.data_source == "synthetic" else "real data")
+        return (f"{self.name} — ours ({source}; profile '{self.profile}') with the value published by "
+                f"{paper.CITATION_SHORT} in brackets. Mean ± SD over subjects (images and seeds averaged per "
+                "subject); n = subjects; undef. = Hausdorff distances undefined (empty prediction), counted "
+                "not dropped.")
 
 
-def _build(df: pd.DataFrame, name: str, rows: list[tuple[str, str]], columns: list[tuple[str, str, bool]],
-           *, bootstrap: bool) -> list[ResultTable]:
-    tables = []
-    if df.empty:
-        return tables
+def _rows(df: pd.DataFrame, which: int) -> list[tuple[str, str]]:
+    methods = list(segmenter_labels())
+    networks = [m for m in methods if get_segmenter(m).fine_tunes]
+    rows = [(m, "adult_full") for m in methods if m not in networks] if which == 1 else []
+    for train_set in (("adult_full", "adult_subset") if which == 1 else ("child5",)):
+        rows += [(m, train_set) for m in networks]  # the paper's order: by training set, then model
+    present = set(zip(df["method"], df["train_set"]))
+    published = set(zip(paper.paper_results()["method"], paper.paper_results()["train_set"]))
+    return [r for r in rows if r in present or r in published]
+
+
+def _paper_value(method: str, train_set: str, eval_set: str, fine_tuned: bool, metric: str) -> float | None:
+    pub = paper.paper_results()
+    hit = pub[(pub.method == method) & (pub.train_set == train_set) & (pub.fine_tuned == fine_tuned)
+              & (pub.eval_set == _PAPER_EVAL_SET.get(eval_set, eval_set))]
+    return float(hit[metric].iloc[0]) if len(hit) else None
+
+
+def _cell(r: object | None, published: float | None, digits: int) -> str:
+    if r is None or math.isnan(r.mean):
+        ours = "not run" if r is None else "–"
+    elif math.isnan(r.sd):
+        ours = f"{r.mean:.{digits}f}"
+    else:
+        ours = f"{r.mean:.{digits}f} ± {r.sd:.{digits}f}"
+    if r is not None and r.n_undefined:
+        ours += f" [{r.n_undefined} undef.]"
+    return f"{ours} (paper {published:.{digits}f})" if published is not None else ours
+
+
+def _build(df: pd.DataFrame, name: str, which: int, columns: list[tuple[str, str, bool]]) -> list[ResultTable]:
+    tables: list[ResultTable] = []
     for (source, profile), part in df.groupby(["data_source", "profile"], sort=True):
-        summary = summarise_conditions(part, [m for _, m, _ in METRICS], bootstrap=bootstrap)
+        summary = summarise_conditions(part, [m for _, m, _ in METRICS] + ["hausdorff_penalised_mm"])
         lookup = {(r.method, r.train_set, r.eval_set, bool(r.fine_tuned), r.metric): r
                   for r in summary.itertuples(index=False)}
         out_rows, missing = [], []
-        for method, train_set in rows:
-            out = {"Method": _row_label(method, train_set), "Data": f"{source} · {profile}"}
+        for method, train_set in _rows(part, which):
+            pretrained = part.loc[(part.method == method) & (part.train_set == train_set), "encoder_pretrained"]
+            out = {"Method": row_label(method, train_set, False if (pretrained == False).any() else None)}  # noqa: E712
             for group, eval_set, ft in columns:
-                if method == "lesiongnb" and ft:
+                if ft and not get_segmenter(method).fine_tunes:
                     out[f"{group} · DSC"] = out[f"{group} · HD (mm)"] = out[f"{group} · n"] = "n/a"
                     continue
                 n = None
                 for label, metric, digits in METRICS:
                     r = lookup.get((method, train_set, eval_set, ft, metric))
-                    if r is None:
-                        out[f"{group} · {label}"] = "not run"
-                        continue
-                    out[f"{group} · {label}"] = _format(r.mean, r.sd, r.n_undefined, digits)
-                    n = r.n
+                    out[f"{group} · {label}"] = _cell(r, _paper_value(method, train_set, eval_set, ft, metric), digits)
+                    n = r.n if r is not None else n
                 if n is None:
-                    missing.append(f"{_row_label(method, train_set)} — {group}")
+                    missing.append(f"{row_label(method, train_set)} — {group}")
                 out[f"{group} · n"] = "–" if n is None else str(n)
             out_rows.append(out)
-        display = pd.DataFrame(out_rows).set_index("Method")
-        tables.append(ResultTable(name, str(source), str(profile), display, summary, missing))
+        table = pd.DataFrame(out_rows).set_index("Method")
+        tables.append(ResultTable(name, str(source), str(profile), table, summary, missing))
     return tables
 
 
-def _format(mean: float, sd: float, n_undefined: int, digits: int) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        text = "–"
-    elif sd is None or math.isnan(sd):
-        text = f"{mean:.{digits}f}"
-    else:
-        text = f"{mean:.{digits}f} ± {sd:.{digits}f}"
-    if n_undefined:
-        text += f" ({n_undefined} undef.)"
-    return text
+def table1(df: pd.DataFrame) -> list[ResultTable]:
+    """Our Table 1 (with the paper's values), one :class:`ResultTable` per (data_source, profile) in ``df``."""
+    return _build(df, "Table 1", 1, TABLE1_COLUMNS)
 
 
-def table1(df: pd.DataFrame, *, bootstrap: bool = True) -> list[ResultTable]:
-    """Our Table 1, one :class:`ResultTable` per (data_source, profile) present in ``df``.
-
-    ``df`` is the tidy frame of :func:`~lesionlib.reporting.collect.collect_runs`. A cell with no
-    finished run reads ``'not run'`` and is listed in ``missing``. Empty list for an empty frame.
-    """
-    return _build(df, "Table 1", TABLE1_ROWS, TABLE1_COLUMNS, bootstrap=bootstrap)
-
-
-def table2(df: pd.DataFrame, *, bootstrap: bool = True) -> list[ResultTable]:
-    """Our Table 2 (models trained on the 5 child images alone)."""
-    return _build(df, "Table 2", TABLE2_ROWS, TABLE2_COLUMNS, bootstrap=bootstrap)
-
-
-def _paper_wide(tidy: pd.DataFrame, rows: list[tuple[str, str]], columns: list[tuple[str, str, bool]]) -> pd.DataFrame:
-    out_rows = []
-    for method, train_set in rows:
-        out = {"Method": _row_label(method, train_set)}
-        for group, eval_set, ft in columns:
-            hit = tidy[(tidy.method == method) & (tidy.train_set == train_set) & (tidy.eval_set == eval_set)
-                       & (tidy.fine_tuned == ft)]
-            for label, metric, digits in METRICS:
-                out[f"{group} · {label}"] = f"{hit[metric].iloc[0]:.2f}" if len(hit) else "–"
-        out_rows.append(out)
-    return pd.DataFrame(out_rows).set_index("Method")
-
-
-def paper_table1_wide() -> pd.DataFrame:
-    """The paper's Table 1 in the layout of ours (strings; '–' where the paper has no number)."""
-    return _paper_wide(paper.paper_table1(), TABLE1_ROWS, TABLE1_COLUMNS)
-
-
-def paper_table2_wide() -> pd.DataFrame:
-    """The paper's Table 2 in the layout of ours."""
-    return _paper_wide(paper.paper_table2(), TABLE2_ROWS, TABLE2_COLUMNS)
+def table2(df: pd.DataFrame) -> list[ResultTable]:
+    """Our Table 2 (networks trained on the child images alone), with the paper's values."""
+    return _build(df, "Table 2", 2, TABLE2_COLUMNS)
 
 
 def missing_cells(tables: list[ResultTable]) -> list[str]:

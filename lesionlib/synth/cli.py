@@ -44,24 +44,30 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
 
 def run(args: argparse.Namespace) -> int:
     """Generate the requested cohorts; returns the exit code (0)."""
+    from lesionlib.data.manifest import data_source
+    from lesionlib.profile import load_profile
     from lesionlib.synth import generate_adult_cohort, generate_child_cohort
 
-    profile = config.load_profile(args.profile)
-    resolution = float(args.resolution_mm if args.resolution_mm is not None else profile["resolution_mm"])
-    seed = int(args.seed if args.seed is not None else profile["synth_seed"])
+    data = load_profile(args.profile).data
+    wanted = {"adult": data.adult_dataset, "child": data.child_dataset}
+    if args.out is None and all(data_source(name) != "synthetic" for name in wanted.values()):
+        log.info("profile %s uses real data (%s): nothing to generate", args.profile, ", ".join(wanted.values()))
+        return 0
+    resolution = float(args.resolution_mm if args.resolution_mm is not None else data.resolution_mm)
+    seed = int(args.seed if args.seed is not None else data.synth_seed)
     if args.out is not None:
         roots = {"adult": Path(args.out) / "adult", "child": Path(args.out) / "child"}
     else:
         roots = config.synthetic_roots(args.profile)
     progress = not args.no_progress
     if args.cohort in ("adult", "both"):
-        n = int(args.n if args.n is not None else profile["n_adult"])
+        n = int(args.n if args.n is not None else data.n_adult)
         start = time.perf_counter()
         paths = generate_adult_cohort(roots["adult"], n, resolution_mm=resolution, seed=seed, progress=progress,
                                       force=args.force)
         log.info("adult cohort: %d images in %s (%.1f s)", len(paths), roots["adult"], time.perf_counter() - start)
     if args.cohort in ("child", "both"):
-        n = int(args.n_children if args.n_children is not None else profile["n_children"])
+        n = int(args.n_children if args.n_children is not None else data.n_children)
         start = time.perf_counter()
         paths = generate_child_cohort(roots["child"], n, resolution_mm=resolution, seed=seed, progress=progress,
                                       force=args.force)

@@ -1,0 +1,239 @@
+"""Profiles of the experiment grid: one typed definition of every setting and its default.
+
+``experiments.yaml`` (project root, or ``$LESIONLIB_EXPERIMENTS``) holds named profiles — ``quick``
+(2 CPU cores, the embedded default of ``make book``), ``cpu`` (about 2 hours on 2 cores), ``gpu``
+and ``paper`` (the paper's settings). :func:`load_profile` reads one into a :class:`Profile`:
+
+* every key is typed and every default lives in these classes (or, for a method's own settings,
+  in that method's ``Settings`` class, see :mod:`lesionlib.segmenters`), so the YAML only says
+  what a profile changes;
+* an unknown key anywhere is an error naming the key and the profile (a typo such as
+  ``epochs_finetun`` never trains silently with a default).
+
+Layout of a profile (all sections optional)::
+
+    description: "..."
+    device: cpu | cuda | auto
+    seeds: [0, 1, 2]
+    data: {adult_dataset, child_dataset, resolution_mm, n_adult, n_children, synth_seed,
+           child_session2_masks}
+    splits: {adult_val_fraction, adult_split_seed, few_shot_n, subset_min_volume_ml,
+             cerebellum_rule}
+    grid: {methods, adult_train_sets, fine_tune, child_only}
+    methods: {unet: {...}, resunet: {...}, nnunet: {...}, lesiongnb: {...}}
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lesionlib import config
+
+__all__ = [
+    "ProfileError",
+    "StrictModel",
+    "DataSettings",
+    "SplitSettings",
+    "GridSettings",
+    "Profile",
+    "ADULT_TRAIN_SETS",
+    "load_profile",
+    "profile_names",
+]
+
+ADULT_TRAIN_SETS: tuple[str, ...] = ("adult_full", "adult_subset")
+"""The paper's two adult training sets: every ATLAS training image, and the subset rule's images."""
+
+
+class ProfileError(ValueError):
+    """A profile is unknown or malformed; the message names the profile, the file and the key."""
+
+
+class StrictModel(BaseModel):
+    """Base of every settings class: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSettings(StrictModel):
+    """Which cohorts a profile uses and, for the synthetic ones, how they are generated.
+
+    ``resolution_mm`` is both the voxel size of the synthetic cohorts (1 mm: ATLAS's own grid) and
+    the isotropic working resolution of the networks. ``child_session2_masks``: ``'dataset'`` uses
+    the session-2 masks the dataset provides; ``'propagated'`` replaces them with the session-1
+    masks carried onto session 2 by 12-dof affine registration, as the paper obtained them
+    (needed for real data that only has session-1 masks).
+    """
+
+    adult_dataset: str = "synthetic_adult"
+    child_dataset: str = "synthetic_child"
+    resolution_mm: float = Field(1.0, gt=0, le=10)
+    n_adult: int = Field(655, ge=2)
+    n_children: int = Field(20, ge=2)
+    synth_seed: int = 2024
+    child_session2_masks: Literal["dataset", "propagated"] = "dataset"
+
+
+class SplitSettings(StrictModel):
+    """How training, validation and test images are chosen.
+
+    The adult cohort is split once, subject-level, ``adult_val_fraction`` to validation with
+    ``adult_split_seed`` (the same for every run of a profile); the subset rule is then applied to
+    each side. ``few_shot_n`` child images (one session each of that many children, stratified by
+    lesion volume, drawn with the run's seed) are the fine-tuning and child-only training set.
+    ``cerebellum_rule``: ``'auto'`` uses the manifest's ``cerebellum_atlas`` asset when it is
+    configured (a case is excluded if any lesion voxel overlaps the cerebellum) and otherwise the
+    MNI posterior-fossa box (a case is excluded if half of a lesion component lies in the box).
+    """
+
+    adult_val_fraction: float = Field(0.2, gt=0, lt=1)
+    adult_split_seed: int = 0
+    few_shot_n: int = Field(5, ge=1)
+    subset_min_volume_ml: float = Field(2.5, ge=0)
+    cerebellum_rule: Literal["auto", "atlas", "box"] = "auto"
+
+
+class GridSettings(StrictModel):
+    """Which cells of the paper's grid a profile runs (all of them by default).
+
+    ``methods`` are registry names (:mod:`lesionlib.segmenters`), in the order tables show them;
+    ``None`` means every registered method. Methods that fine-tune (the networks) get, per seed,
+    a cell per adult training set, the same fine-tuned on the child images (``fine_tune``), and
+    one trained on the child images alone (``child_only``); LesionGnb gets one cell per seed.
+    """
+
+    methods: tuple[str, ...] | None = None
+    adult_train_sets: tuple[Literal["adult_full", "adult_subset"], ...] = ADULT_TRAIN_SETS
+    fine_tune: bool = True
+    child_only: bool = True
+
+
+class Profile(StrictModel):
+    """One profile of ``experiments.yaml``, fully resolved (see the module docstring)."""
+
+    name: str
+    description: str = ""
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    seeds: tuple[int, ...] = (0,)
+    data: DataSettings = DataSettings()
+    splits: SplitSettings = SplitSettings()
+    grid: GridSettings = GridSettings()
+    methods: dict[str, Any] = Field(default_factory=dict)
+    """Per-method settings, each an instance of that method's ``Settings`` class."""
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_not_empty(cls, seeds: tuple[int, ...]) -> tuple[int, ...]:
+        if not seeds:
+            raise ValueError("needs at least one seed")
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds repeat: {list(seeds)}")
+        return seeds
+
+    @model_validator(mode="after")
+    def _resolve_methods(self) -> "Profile":
+        from lesionlib.segmenters import get_segmenter, segmenter_names
+
+        known = segmenter_names()
+        listed = self.grid.methods if self.grid.methods is not None else tuple(known)
+        unknown = sorted(set(listed) - set(known)) + sorted(set(self.methods) - set(known))
+        if unknown:
+            raise ValueError(f"unknown methods {sorted(set(unknown))}; registered methods are {known}")
+        resolved = {}
+        for name in known:
+            raw = self.methods.get(name, {})
+            settings_cls = get_segmenter(name).Settings
+            if isinstance(raw, settings_cls):
+                resolved[name] = raw
+            else:
+                try:
+                    resolved[name] = settings_cls.model_validate(raw or {})
+                except ValidationError as exc:
+                    raise ValueError(_explain(exc, prefix=f"methods.{name}")) from None
+        object.__setattr__(self, "methods", resolved)
+        object.__setattr__(self, "grid", self.grid.model_copy(update={"methods": tuple(listed)}))
+        return self
+
+    @property
+    def method_names(self) -> tuple[str, ...]:
+        """Methods of this profile's grid, in table order."""
+        return tuple(self.grid.methods or ())
+
+    def method(self, name: str) -> Any:
+        """The ``Settings`` instance of method ``name``."""
+        try:
+            return self.methods[name]
+        except KeyError:
+            raise ProfileError(f"profile {self.name!r} has no method {name!r}; it has {sorted(self.methods)}") from None
+
+    @property
+    def data_source(self) -> str:
+        """``'synthetic'`` when both cohorts are synthetic (from the manifest's ``kind``), else ``'real'``."""
+        from lesionlib.data.manifest import data_source
+
+        kinds = {data_source(self.data.adult_dataset), data_source(self.data.child_dataset)}
+        return "synthetic" if kinds == {"synthetic"} else "real"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting, defaults included, as plain YAML types."""
+        out = self.model_dump(mode="json")
+        out["methods"] = {k: v.model_dump(mode="json") for k, v in self.methods.items()}
+        return out
+
+
+def _explain(exc: ValidationError, prefix: str = "") -> str:
+    """pydantic's errors as ``'key.path: message'`` lines (unknown keys say so)."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+        message = "unknown key (not a setting of this section)" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"{loc}: {message}")
+    return "; ".join(lines)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh) or {}
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read the experiments file ({exc})") from exc
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path}: not valid YAML ({exc})") from exc
+    profiles = data.get("profiles") if isinstance(data, dict) else None
+    if not isinstance(profiles, dict):
+        raise ProfileError(f"{path}: expected a top-level mapping 'profiles:'")
+    return profiles
+
+
+def profile_names(path: os.PathLike | str | None = None) -> list[str]:
+    """Names of the profiles in ``experiments.yaml`` (or ``path``)."""
+    return list(_read(Path(path) if path else config.experiments_file()))
+
+
+def load_profile(name: str = config.DEFAULT_PROFILE, path: os.PathLike | str | None = None) -> Profile:
+    """Read and validate profile ``name``.
+
+    Raises
+    ------
+    ProfileError
+        Unknown profile, unreadable file, or an invalid or unknown key (named with its path,
+        e.g. ``methods.unet.epochs_finetun: unknown key``).
+    """
+    path = Path(path) if path else config.experiments_file()
+    profiles = _read(path)
+    if name not in profiles:
+        raise ProfileError(f"unknown profile {name!r} in {path}; known: {sorted(profiles)}")
+    raw = profiles[name] or {}
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{path}: profile {name!r} must be a mapping")
+    try:
+        return Profile.model_validate({"name": name, **raw})
+    except ValidationError as exc:
+        raise ProfileError(f"{path}: profile {name!r}: {_explain(exc)}") from None
+    except ValueError as exc:
+        raise ProfileError(f"{path}: profile {name!r}: {exc}") from None

@@ -1,0 +1,207 @@
+"""U-Net and Res-U-Net: MONAI networks trained by :mod:`lesionlib.train`, segmenting by :mod:`lesionlib.predict`.
+
+The paper trains both with Adam (lr 0.01), a Dice + cross-entropy loss, for 200 epochs on adults
+and 100 when fine-tuning on five child images. What an *epoch* is, the paper leaves to its code,
+which iterates over its training data: ``iterations_per_epoch: pass`` makes an epoch one pass over
+the training images (``ceil(n_images / batch_size)`` steps of one patch per image), so 100
+fine-tuning epochs on 5 images are 300 steps; an integer fixes the number of steps per epoch
+whatever the training set (nnU-Net's convention, used by the CPU profiles).
+
+Res-U-Net's encoder is a ResNet-10 pretrained by MedicalNet on 3DSeg-8. ``encoder``:
+``'medicalnet'`` requires the weights (the ``medicalnet_resnet10`` asset of ``data_manifest.yaml``,
+or ``$MEDICALNET_RESNET10``) and stops with instructions when they are missing; ``'random'``
+trains the encoder from scratch; ``'auto'`` uses the weights when configured, otherwise random.
+Either way the cell records ``encoder_pretrained`` and the tables label the row.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Sequence
+
+from pydantic import Field
+
+from lesionlib.segmenters.base import FitResult, MethodSettings, Segmenter, Stage, register_segmenter
+from lesionlib.training_settings import OptimisationSettings
+
+__all__ = ["MonaiNetSettings", "ResUNetSettings", "MonaiNetSegmenter", "UNetSegmenter", "ResUNetSegmenter",
+           "MissingEncoderWeights"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint_best.pt"
+
+
+class MissingEncoderWeights(FileNotFoundError):
+    """``encoder: medicalnet`` but no MedicalNet weights are configured; the message says how to get them."""
+
+
+class MonaiNetSettings(MethodSettings, OptimisationSettings):
+    """Settings of a MONAI network (the optimisation fields come from ``OptimisationSettings``).
+
+    Attributes
+    ----------
+    model
+        Constructor arguments of the registered model (:mod:`lesionlib.models`), e.g. U-Net
+        ``channels``; empty: the paper-size model.
+    epochs_adult, epochs_finetune, epochs_child_only
+        Epochs when training on adults, fine-tuning on child images, training on child images alone.
+    iterations_per_epoch
+        Optimiser steps per epoch, or ``'pass'`` (one pass over the training images, see module doc).
+    inference_overlap
+        Sliding-window overlap when segmenting evaluation images.
+    freeze_encoder_when_fine_tuning
+        Keep the encoder fixed while fine-tuning (the paper fine-tunes every layer).
+    """
+
+    model: dict[str, Any] = Field(default_factory=dict)
+    epochs_adult: int = Field(200, ge=1)
+    epochs_finetune: int = Field(100, ge=1)
+    epochs_child_only: int = Field(200, ge=1)
+    iterations_per_epoch: int | Literal["pass"] = "pass"
+    inference_overlap: float = Field(0.5, ge=0, lt=1)
+    freeze_encoder_when_fine_tuning: bool = False
+
+    def epochs(self, stage: Stage) -> int:
+        return {"adult": self.epochs_adult, "finetune": self.epochs_finetune, "child_only": self.epochs_child_only}[stage]
+
+    def iterations(self, n_train_images: int) -> int:
+        """Optimiser steps per epoch for a training set of ``n_train_images`` images."""
+        if self.iterations_per_epoch == "pass":
+            return max(1, math.ceil(n_train_images / self.batch_size))
+        return int(self.iterations_per_epoch)
+
+
+class ResUNetSettings(MonaiNetSettings):
+    """Res-U-Net settings: those of any MONAI network plus where the encoder's weights come from."""
+
+    encoder: Literal["medicalnet", "random", "auto"] = "medicalnet"
+
+
+class MonaiNetSegmenter(Segmenter):
+    """A model of :mod:`lesionlib.models` trained by :func:`lesionlib.train.train` (subclasses set ``name``)."""
+
+    Settings: ClassVar[type[MonaiNetSettings]] = MonaiNetSettings
+    settings: MonaiNetSettings
+
+    # ------------------------------------------------------------------ settings -> TrainConfig
+    def encoder_weights(self) -> str | None:
+        """Pretrained encoder file for a fresh model (``None``: the model has none, or random weights)."""
+        return None
+
+    def train_config(self, stage: Stage, n_train_images: int, *, init_from: Path | None = None):
+        """The :class:`lesionlib.train.TrainConfig` of one cell."""
+        from lesionlib.train import TrainConfig
+
+        s = self.settings
+        optimisation = {k: getattr(s, k) for k in OptimisationSettings.model_fields}
+        return TrainConfig(
+            **optimisation, model=self.name, model_kwargs=dict(s.model), epochs=s.epochs(stage),
+            iterations_per_epoch=s.iterations(n_train_images), spacing_mm=(self.resolution_mm,) * 3,
+            seed=self.seed, device=self.device, init_from=None if init_from is None else str(init_from),
+            encoder_weights=None if init_from is not None else self.encoder_weights(),
+            freeze_encoder=bool(init_from is not None and s.freeze_encoder_when_fine_tuning),
+            progress=self.progress,
+        )
+
+    def plan(self, stage: Stage, n_train_images: int) -> dict[str, Any]:
+        """Resolved settings of a cell; ``ProfileError`` when ``model`` names an argument the model lacks."""
+        from lesionlib.models import model_parameters
+        from lesionlib.profile import ProfileError
+
+        s = self.settings
+        unknown = sorted(set(s.model) - set(model_parameters(self.name)) | ({"encoder_weights"} & set(s.model)))
+        if unknown:
+            raise ProfileError(f"methods.{self.name}.model: unknown model arguments {unknown}; "
+                               f"{self.name} accepts {model_parameters(self.name)} (encoder weights come from 'encoder')")
+        return {
+            "epochs": s.epochs(stage), "iterations_per_epoch": s.iterations(n_train_images),
+            "epoch_definition": "one pass over the training images" if s.iterations_per_epoch == "pass"
+            else "fixed number of iterations",
+            "batch_size": s.batch_size, "patch_size": list(s.patch_size), "optimiser": "Adam", "lr": s.lr,
+            "lr_schedule": s.lr_schedule, "augmentation": s.augmentation.describe(),
+            "model": dict(s.model) or "paper size", "inference_overlap": s.inference_overlap,
+        }
+
+    # ------------------------------------------------------------------ contract
+    def fit(self, train_records: Sequence, val_records: Sequence, *, stage: Stage) -> FitResult:
+        from lesionlib.train import train
+
+        cfg = self.train_config(stage, len(train_records))
+        result = train(cfg, train_records, val_records, self.model_dir)
+        return self._result(result)
+
+    def fine_tune(self, parent_model_dir: Path, train_records: Sequence) -> FitResult:
+        from lesionlib.train import train
+
+        parent = Path(parent_model_dir) / CHECKPOINT
+        cfg = self.train_config("finetune", len(train_records), init_from=parent)
+        return self._result(train(cfg, train_records, [], self.model_dir))
+
+    def predict(self, records: Sequence, out_dir: Path) -> list[Path]:
+        from lesionlib.predict import predict_records
+
+        return predict_records(self.model_dir / CHECKPOINT, records, out_dir,
+                               overlap=self.settings.inference_overlap, device=self.device, progress=self.progress)
+
+    @staticmethod
+    def _result(result: Any) -> FitResult:
+        return FitResult(encoder_pretrained=result.encoder_pretrained, history=result.history,
+                         details={"epochs_completed": result.epochs_completed, "best_epoch": result.best_epoch,
+                                  "best_val_dice": result.best_val_dice})
+
+
+@register_segmenter
+class UNetSegmenter(MonaiNetSegmenter):
+    """The paper's 3D U-Net (MONAI ``UNet``, 5 levels), from scratch."""
+
+    name = "unet"
+    label = "U-Net"
+    order = 10
+
+    def fit(self, train_records: Sequence, val_records: Sequence, *, stage: Stage) -> FitResult:
+        result = super().fit(train_records, val_records, stage=stage)
+        result.encoder_pretrained = None  # no pretrained encoder to speak of
+        return result
+
+    def fine_tune(self, parent_model_dir: Path, train_records: Sequence) -> FitResult:
+        result = super().fine_tune(parent_model_dir, train_records)
+        result.encoder_pretrained = None
+        return result
+
+
+@register_segmenter
+class ResUNetSegmenter(MonaiNetSegmenter):
+    """U-Net decoder on a ResNet-10 encoder pretrained by MedicalNet (see the module docstring)."""
+
+    name = "resunet"
+    label = "Res-U-Net"
+    order = 20
+    Settings: ClassVar[type[ResUNetSettings]] = ResUNetSettings
+    settings: ResUNetSettings
+
+    def encoder_weights(self) -> str | None:
+        if self.settings.encoder == "random":
+            return None
+        from lesionlib.models.medicalnet import default_weights_path
+
+        path = default_weights_path()  # a configured but broken file is an error here
+        if path is None and self.settings.encoder == "medicalnet":
+            raise MissingEncoderWeights(
+                "Res-U-Net needs MedicalNet's pretrained ResNet-10 (encoder: medicalnet) and none is configured. "
+                "Download resnet_10.pth from the pretrain archive linked in github.com/Tencent/MedicalNet and set "
+                "MEDICALNET_RESNET10=/path/to/resnet_10.pth (or the asset's default_path in data_manifest.yaml); "
+                "or set methods.resunet.encoder to 'random' in the profile to train the encoder from scratch "
+                "(the tables then label the row).")
+        if path is None:
+            log.warning("Res-U-Net: no MedicalNet weights configured; the encoder starts from random weights "
+                        "(recorded as encoder_pretrained: false)")
+        return None if path is None else str(path)
+
+    def plan(self, stage: Stage, n_train_images: int) -> dict[str, Any]:
+        out = super().plan(stage, n_train_images)
+        out["encoder_weights"] = {"medicalnet": "MedicalNet ResNet-10 (required)", "random": "random",
+                                  "auto": "MedicalNet ResNet-10 if configured, else random"}[self.settings.encoder]
+        return out
