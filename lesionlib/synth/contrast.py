@@ -12,9 +12,12 @@ template (``/work/shared/NOTES.md``), i.e. 55-90% of the adult WM-GM gap. Late-m
 frontal and temporal white matter ("terminal zones") is darker still: there WM intensity
 moves a further ``unmyelinated_fraction`` of the way towards GM.
 
+Outside the brain the head (:mod:`lesionlib.synth.head`) adds extra-axial CSF, dark cortical
+bone, diploë (fatty, bright marrow in adults; red, darker marrow in young children), bright scalp
+fat and intermediate soft tissue, with intensities relative to WM drawn per site / child.
+
 Acquisition adds a smooth multiplicative bias field ``exp(a * field)`` and Rician noise
-(magnitude of complex Gaussian noise) inside the head; the background is 0 (the images are
-brain-extracted, like the templates they come from).
+(magnitude of complex Gaussian noise) inside the head; the background outside the head is 0.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from lesionlib.synth.deform import SubjectTissues, smooth_random_field
+from lesionlib.synth.head import HeadLayers
 
 __all__ = [
     "Contrast", "sample_site_contrast", "child_contrast", "terminal_zone_weight", "clean_t1", "acquire",
-    "child_contrast_fraction",
+    "child_contrast_fraction", "head_intensities",
 ]
 
 
@@ -47,6 +51,9 @@ class Contrast:
         Standard deviation of the log bias field (0.1 ~ ±10% slow intensity drift).
     unmyelinated_fraction
         How far terminal-zone WM moves towards GM (0 adults, up to ~0.5 at 12 months).
+    bone, marrow, fat, soft_tissue
+        Head-layer intensities relative to mature WM: cortical bone, diploic marrow, scalp fat,
+        skin/muscle (modelling assumptions for T1w MPRAGE-like contrast).
     """
 
     gm: float
@@ -56,6 +63,10 @@ class Contrast:
     noise_sd: float
     bias_amplitude: float
     unmyelinated_fraction: float = 0.0
+    bone: float = 0.1
+    marrow: float = 0.8
+    fat: float = 1.25
+    soft_tissue: float = 0.55
 
     def as_dict(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items()}
@@ -73,6 +84,10 @@ def sample_site_contrast(rng: np.random.Generator) -> Contrast:
         scale=float(rng.choice([100.0, 250.0, 1000.0]) * rng.uniform(0.8, 1.2)),
         noise_sd=float(rng.uniform(0.015, 0.045)),
         bias_amplitude=float(rng.uniform(0.04, 0.15)),
+        bone=float(rng.uniform(0.05, 0.15)),
+        marrow=float(rng.uniform(0.65, 1.0)),
+        fat=float(rng.uniform(1.1, 1.45)),
+        soft_tissue=float(rng.uniform(0.45, 0.65)),
     )
 
 
@@ -99,6 +114,10 @@ def child_contrast(age_months: float, rng: np.random.Generator) -> Contrast:
         noise_sd=float(rng.uniform(0.02, 0.04)),
         bias_amplitude=float(rng.uniform(0.05, 0.12)),
         unmyelinated_fraction=float(np.interp(age_months, [12.0, 48.0], [0.5, 0.15])),
+        bone=float(rng.uniform(0.05, 0.15)),
+        marrow=float(rng.uniform(0.35, 0.55) + np.interp(age_months, [12.0, 48.0], [0.0, 0.15])),
+        fat=float(rng.uniform(1.0, 1.3)),
+        soft_tissue=float(rng.uniform(0.45, 0.65)),
     )
 
 
@@ -120,12 +139,18 @@ def terminal_zone_weight(anat_mm: np.ndarray) -> np.ndarray:
     return np.clip(frontal + temporal, 0.0, 1.0).astype(np.float32)
 
 
+def head_intensities(contrast: Contrast) -> dict[str, float]:
+    """Intensity (relative to mature WM) of each head layer of :data:`lesionlib.synth.head.HEAD_LAYERS`."""
+    return {"csf": contrast.csf, "inner_table": contrast.bone, "diploe": contrast.marrow,
+            "outer_table": contrast.bone, "fat": contrast.fat, "soft": contrast.soft_tissue}
+
+
 def clean_t1(tissues: SubjectTissues, contrast: Contrast, rng: np.random.Generator,
-             texture_sd: float = 0.02) -> np.ndarray:
-    """Noise-free T1 of the subject (float32, ``tissues.shape``): tissue mixture times texture.
+             texture_sd: float = 0.02, head: HeadLayers | None = None) -> np.ndarray:
+    """Noise-free T1 of the subject (float32, ``tissues.shape``): tissue (and head) mixture times texture.
 
     ``texture_sd`` is the relative amplitude of a fine (6 mm) multiplicative texture, so that
-    tissues are not perfectly flat.
+    tissues are not perfectly flat. ``head`` adds the head layers outside the brain.
     """
     wm_intensity: np.ndarray | float = 1.0
     if contrast.unmyelinated_fraction > 0:
@@ -134,18 +159,21 @@ def clean_t1(tissues: SubjectTissues, contrast: Contrast, rng: np.random.Generat
     image = tissues.gm * contrast.gm + tissues.wm * wm_intensity + tissues.csf * contrast.csf
     if tissues.gliosis is not None:
         image = image + tissues.gliosis * contrast.gliosis
+    if head is not None:
+        for name, value in head_intensities(contrast).items():
+            image = image + head.fractions[name] * np.float32(value)
     if texture_sd > 0:
         texture = smooth_random_field(tissues.shape, tissues.spacing_mm, 6.0, rng)[0]
         image = image * (1.0 + texture_sd * texture)
     return (contrast.scale * image).astype(np.float32)
 
 
-def acquire(clean: np.ndarray, brain: np.ndarray, spacing_mm: tuple[float, float, float], contrast: Contrast,
+def acquire(clean: np.ndarray, foreground: np.ndarray, spacing_mm: tuple[float, float, float], contrast: Contrast,
             rng: np.random.Generator) -> np.ndarray:
     """Simulated acquisition of ``clean`` (float32, same shape): bias field, Rician noise, background 0.
 
-    ``brain`` is the brain fraction on the same grid; voxels with ``brain < 0.05`` are
-    background and stay exactly 0 (brain-extracted image).
+    ``foreground`` is the fraction of each voxel inside the head (brain + head layers) on the same
+    grid; voxels with ``foreground < 0.05`` are background (air) and stay exactly 0.
     """
     bias = np.exp(contrast.bias_amplitude * smooth_random_field(clean.shape, spacing_mm, 60.0, rng)[0])
     signal = clean * bias
@@ -153,5 +181,5 @@ def acquire(clean: np.ndarray, brain: np.ndarray, spacing_mm: tuple[float, float
     real = signal + sigma * rng.standard_normal(clean.shape, dtype=np.float32)
     imag = sigma * rng.standard_normal(clean.shape, dtype=np.float32)
     image = np.sqrt(real * real + imag * imag)
-    image[brain < 0.05] = 0.0
+    image[foreground < 0.05] = 0.0
     return image.astype(np.float32)
