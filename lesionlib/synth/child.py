@@ -5,13 +5,25 @@ Each child ``i`` (0-based, subject label ``f"{i+1:02d}"``) draws from
 ``default_rng([seed, 1, i, s])``. One child's anatomy is built once, in an isotropic RAS
 working grid (the MNI grid at ``resolution_mm``):
 
-* **brain**: the template scaled to 77-88% of the adult (template) volume according to
-  age (12-48 months), reshaped (relatively shorter and rounder), plus a smooth deformation;
-  the lesioned hemisphere is atrophic (compressed towards the midline by 2-8%);
-* **lesion**: one large territorial (mostly MCA) infarct of 2.5-172 mL, a CSF-filled
-  cavity with a thin gliotic rim, and an enlarged ipsilateral lateral ventricle;
+* **brain**: the template scaled to the brain volume expected at that age relative to an adult
+  (0.72 at 12 months, 0.83 at 24 months, Knickmeyer et al. 2008; about 0.89 at 48 months;
+  :func:`lesionlib.synth.realism.expected_child_brain_fraction`) with 7% between-child spread,
+  reshaped (relatively shorter and rounder) and warped by a multi-scale random displacement
+  (correlation 45, 22 and 10 mm; several times the adults' single-scale warp), so that an affine
+  registration to the template leaves real shape differences; the lesioned hemisphere is
+  atrophic (compressed towards the midline by 3-11%); both lateral ventricles are mildly widened
+  (more at younger ages);
+* **lesion**: one large territorial (mostly MCA) infarct of 2.5-172 mL (sometimes with a small
+  satellite), lobulated; half of those over 15 mL reach the lateral ventricle (porencephalic
+  cavity). The tissue is *mixed*: cystic encephalomalacia (CSF-like), gliosis and partially spared
+  tissue in patches (:func:`lesionlib.synth.lesions.paint_lesions` with heterogeneity and spared
+  tissue), an enlarged ipsilateral ventricle, cortical thinning around the lesion and, after
+  MCA/ACA infarcts, Wallerian degeneration of the ipsilateral corticospinal tract (capsule,
+  peduncle, pons);
 * **contrast**: weaker WM/GM and brighter CSF than adults, with darker late-myelinating
-  frontal and temporal white matter (:func:`lesionlib.synth.contrast.child_contrast`).
+  frontal and temporal white matter (:func:`lesionlib.synth.contrast.child_contrast`);
+* **head**: whole-head scan (:mod:`lesionlib.synth.head`): wide extra-axial CSF (narrowing with
+  age), thin skull with dark red-marrow diploë, thin scalp; no defacing.
 
 Each session is a separate scan of that anatomy in scanner space: an axis-aligned grid in
 LPS orientation (voxel axes point Left, Posterior, Superior) with anisotropic voxels
@@ -34,7 +46,7 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from lesionlib import bids
-from lesionlib.synth import cohort_files, contrast, deform, lesions
+from lesionlib.synth import cohort_files, contrast, deform, head, lesions, realism
 from lesionlib.synth.adult import CHILD_STREAM
 from lesionlib.space import mni_grid, mni_volumes
 
@@ -49,7 +61,10 @@ NATIVE_SPACING_FACTORS = (1.0, 1.0, 1.2)
 SESSION_INTERVAL_DAYS = 90
 AGE_RANGE_MONTHS = (12.0, 48.0)
 PARTICIPANT_COLUMNS = ("participant_id", "age_months", "sex", "site", "lesion_hemisphere", "lesion_territory",
-                       "lesion_volume_ml")
+                       "lesion_volume_ml", "porencephalic", "brain_volume_ml", "wm_gm_ratio", "csf_wm_ratio",
+                       "nonlinear_residual_mm")
+CHILD_DEFORMATION_SCALES_MM = (45.0, 22.0, 10.0)
+"""Correlation lengths (mm) of the children's three displacement components (coarse to fine)."""
 
 
 def child_subject_label(index: int) -> str:
@@ -91,6 +106,8 @@ class ChildSession:
     """Rigid 4x4 from working-space mm to this scan's scanner mm."""
     acq_time: str
     age_months: float
+    brain: np.ndarray | None = None
+    """Brain fraction resampled on the native grid (float32), for measurements; not written."""
 
 
 @dataclass
@@ -107,6 +124,7 @@ class Child:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@deform.single_threaded
 def synthesize_child(index: int, seed: int = 0, resolution_mm: float = 1.0) -> Child:
     """Build child ``index`` with both sessions in memory (nothing is written)."""
     rng = np.random.default_rng([seed, CHILD_STREAM, index])
@@ -119,29 +137,44 @@ def synthesize_child(index: int, seed: int = 0, resolution_mm: float = 1.0) -> C
 
     templates = mni_volumes(float(resolution_mm))
     shape, affine = mni_grid(resolution_mm)
-    volume_fraction = float(np.clip(np.interp(age, AGE_RANGE_MONTHS, [0.77, 0.88]) * (1 + 0.03 * rng.standard_normal()),
-                                    0.72, 0.92))
-    reshape = np.array([1.03, 0.95, 1.02]) * (1.0 + 0.02 * rng.standard_normal(3))
+    volume_fraction = float(np.clip(realism.expected_child_brain_fraction(age) * (1 + 0.07 * rng.standard_normal()),
+                                    0.6, 1.0))
+    reshape = np.array([1.03, 0.95, 1.02]) * (1.0 + 0.04 * rng.standard_normal(3))
     reshape /= np.prod(reshape) ** (1.0 / 3.0)
-    forward = deform.random_affine(rng, max_rotation_deg=2.0, scale=volume_fraction ** (1.0 / 3.0) * reshape,
-                                   max_translation_mm=1.0)
-    displacement = float(rng.uniform(1.5, 3.0)) * deform.smooth_random_field(
-        shape, resolution_mm, float(rng.uniform(14.0, 22.0)), rng, n_fields=3)
+    forward = deform.random_affine(rng, max_rotation_deg=4.0, scale=volume_fraction ** (1.0 / 3.0) * reshape,
+                                   max_translation_mm=2.0)
+    amplitudes = (float(rng.uniform(4.0, 7.0)), float(rng.uniform(2.5, 4.5)), float(rng.uniform(1.0, 2.0)))
+    displacement = deform.multiscale_displacement(shape, resolution_mm,
+                                                  tuple(zip(CHILD_DEFORMATION_SCALES_MM, amplitudes)), rng)
     anat = deform.deformation_coordinates(shape, affine, forward, displacement)
     del displacement
-    atrophy = 0.02 + 0.06 * spec.volume_ml / lesions.CHILD_VOLUME_RANGE_ML[1]
+    atrophy = 0.03 + 0.08 * spec.volume_ml / lesions.CHILD_VOLUME_RANGE_ML[1]
     side = -1.0 if spec.hemisphere == "left" else 1.0
     anat[0] *= 1.0 + atrophy / (1.0 + np.exp(-side * anat[0] / 4.0))  # ipsilateral hemisphere shrinks
     tissues = deform.sample_templates(templates, anat, affine)
+    youth = float(np.clip((48.0 - age) / 36.0, 0.0, 1.0))
+    lesions.enlarge_ventricles(tissues, "both", float(rng.uniform(0.5, 1.5)) * (0.5 + 0.5 * youth))
 
     grown = lesions.grow_plan(tissues, plan, rng)
-    lesion_mask = grown[0].mask
-    lesions.enlarge_ipsilateral_ventricle(tissues, spec.hemisphere,
-                                          2.0 + 6.0 * spec.volume_ml / lesions.CHILD_VOLUME_RANGE_ML[1])
-    lesions.paint_lesions(tissues, lesion_mask, rim_mm=float(rng.uniform(1.0, 1.5)))
+    lesion_mask = np.zeros(shape, dtype=bool)
+    for lesion in grown:
+        lesion_mask |= lesion.mask
+    lesions.enlarge_ventricles(tissues, spec.hemisphere,
+                               2.0 + 6.0 * spec.volume_ml / lesions.CHILD_VOLUME_RANGE_ML[1])
+    lesions.paint_lesions(tissues, lesion_mask, rng, rim_mm=float(rng.uniform(1.0, 2.0)),
+                          heterogeneity=float(rng.uniform(0.4, 0.8)), spared_fraction=float(rng.uniform(0.05, 0.3)))
+    lesions.thin_cortex_near(tissues, lesion_mask, reach_mm=15.0, strength=float(rng.uniform(0.2, 0.5)))
+    wallerian = 0.0
+    if spec.territory in ("mca", "aca"):
+        wallerian = float(np.clip(0.15 + 0.7 * spec.volume_ml / lesions.CHILD_VOLUME_RANGE_ML[1], 0.0, 0.8))
+        lesions.degenerate_corticospinal_tract(tissues, spec.hemisphere, wallerian)
     params = contrast.child_contrast(age, rng)
-    clean = contrast.clean_t1(tissues, params, rng)
     brain = tissues.brain
+    layers = head.head_layers(anat, brain, head.sample_child_head(age, rng), rng, float(resolution_mm),
+                              tissues.spacing_mm)
+    clean = contrast.clean_t1(tissues, params, rng, head=layers)
+    foreground = brain + layers.occupancy
+    del layers
     lesion_float = lesion_mask.astype(np.float32)
 
     pose1 = _pose(rng.uniform(-5.0, 5.0, 3), rng.uniform(-5.0, 5.0, 3))
@@ -164,15 +197,16 @@ def synthesize_child(index: int, seed: int = 0, resolution_mm: float = 1.0) -> C
                                             output=np.float32)
 
         srng = np.random.default_rng([seed, CHILD_STREAM, index, s])
-        image = contrast.acquire(resample(clean), resample(brain), spacing, params, srng)
+        image = contrast.acquire(resample(clean), resample(foreground), spacing, params, srng)
         mask = (resample(lesion_float) > 0.5).astype(np.uint8)
         when = first_scan + dt.timedelta(days=SESSION_INTERVAL_DAYS * (s - 1))
         sessions.append(ChildSession(
             session=str(s), image=image, mask=mask, affine=native_affine.copy(), pose=pose,
             acq_time=when.strftime("%Y-%m-%dT%H:%M:%S"),
-            age_months=round(age + (s - 1) * SESSION_INTERVAL_DAYS / 30.4375, 1)))
+            age_months=round(age + (s - 1) * SESSION_INTERVAL_DAYS / 30.4375, 1), brain=resample(brain)))
 
     voxel_ml = float(abs(np.linalg.det(native_affine[:3, :3]))) / 1000.0
+    ratios = realism.contrast_ratios(sessions[0].image, sessions[0].brain > 0.5, seed=index)
     info = {
         "participant_id": f"sub-{subject}",
         "age_months": age,
@@ -181,11 +215,17 @@ def synthesize_child(index: int, seed: int = 0, resolution_mm: float = 1.0) -> C
         "lesion_hemisphere": spec.hemisphere,
         "lesion_territory": spec.territory,
         "lesion_volume_ml": float(sessions[0].mask.sum() * voxel_ml),
+        "porencephalic": bool(spec.toward_ventricle > 0),
+        "brain_volume_ml": float(brain.sum() * tissues.voxel_volume_ml),
+        "wm_gm_ratio": ratios["wm_gm_ratio"],
+        "csf_wm_ratio": ratios["csf_wm_ratio"],
+        "nonlinear_residual_mm": realism.nonlinear_residual_mm(tissues),
     }
     return Child(subject=subject, age_months=age, sex=sex, site=site, sessions=sessions, info=info,
                  tissues=tissues, lesion_mask=lesion_mask,
-                 extra={"contrast": params.as_dict(), "target_volume_ml": spec.volume_ml,
-                        "brain_volume_fraction": volume_fraction, "atrophy": atrophy})
+                 extra={"contrast": params.as_dict(), "target_volume_ml": plan.total_volume_ml,
+                        "brain_volume_fraction": volume_fraction, "atrophy": atrophy, "wallerian": wallerian,
+                        "n_lesions": len(plan.lesions)})
 
 
 def child_cohort_paths(root: Path, n_children: int) -> list[Path]:
@@ -245,8 +285,9 @@ def generate_child_cohort(root: Path, n_children: int = 20, resolution_mm: float
             dataset_type="derivative")
         cohort_files.write_dataset_description(
             staging, "lesionlib synthetic CAP-like paediatric cohort", params,
-            "Children aged 12-48 months with perinatal-stroke lesions, two T1w sessions 90 days apart in "
-            "native scanner space (LPS, anisotropic voxels), synthesised from the MNI152 2009a templates "
-            "(nilearn) with age-scaled brains, immature contrast and rigid motion between sessions.")
+            "Children aged 12-48 months with perinatal-stroke lesions (mixed-signal, sometimes porencephalic, "
+            "with Wallerian degeneration), two whole-head T1w sessions 90 days apart in native scanner space "
+            "(LPS, anisotropic voxels), synthesised from the MNI152 2009a templates (nilearn) with age-scaled, "
+            "multi-scale-warped brains, wide extra-axial CSF, immature contrast and rigid motion between sessions.")
     log.info("child cohort written to %s", root)
     return paths
