@@ -85,11 +85,8 @@ def _records(args: argparse.Namespace, purpose: str, warn: bool = True) -> list:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from lesionlib.samplers import atlas_subset, few_shot_split, train_val_split
-    from lesionlib.train import TrainConfig, train
-    from lesionlib.transforms import AugmentationConfig
-
     from lesionlib.data.validate import require_valid
+    from lesionlib.samplers import atlas_subset, few_shot_split, train_val_split
 
     # every file readable, masks binary and on their image's grid before the subset and split rules
     # read masks (an empty mask is fine here); the chosen cases are then checked for training
@@ -105,6 +102,13 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         train_records, val_records = train_val_split(records, val_fraction=args.val_fraction, seed=args.seed)
         split_info["val_fraction"] = args.val_fraction
+    # everything train() would reject, rejected before anything else happens (or is written)
+    require_valid([*train_records, *val_records], purpose="train")
+    _check_encoder_weights(args.model, args.init_from, args.encoder_weights)
+
+    from lesionlib.train import TrainConfig, train
+    from lesionlib.transforms import AugmentationConfig
+
     overrides: dict[str, Any] = {"model": args.model, "seed": args.seed, "num_workers": args.workers,
                                  "cache": args.cache, "freeze_encoder": args.freeze_encoder,
                                  "progress": not args.no_progress}
@@ -118,23 +122,21 @@ def run_train(args: argparse.Namespace) -> int:
     if args.no_augmentation:
         overrides["augmentation"] = AugmentationConfig(enabled=False)
     cfg = TrainConfig.from_profile(args.profile, stage=args.stage, **overrides)
-    # everything train() would reject, rejected before it creates the run folder
-    require_valid([*train_records, *val_records], purpose="train")
-    _check_encoder_weights(cfg)
     result = train(cfg, train_records, val_records, args.out, split_info=split_info)
     log.info("run %s: %d epochs, best epoch %s (val Dice %s), encoder_pretrained=%s", result.out_dir,
              result.epochs_completed, result.best_epoch, result.best_val_dice, result.encoder_pretrained)
     return 0
 
 
-def _check_encoder_weights(cfg: Any) -> None:
-    """Read the MedicalNet weights a new Res-U-Net run will load, so a configured but missing,
-    unreadable or corrupt file is reported before the run folder exists (not "no weights")."""
-    if cfg.model != "resunet" or cfg.init_from is not None:
+def _check_encoder_weights(model: str, init_from: Path | None, encoder_weights: Path | None) -> None:
+    """Read the MedicalNet weights a new Res-U-Net run will load (``--encoder-weights`` or the manifest
+    asset), so a configured but missing, unreadable or corrupt file is reported before the run
+    folder exists, never turned into "no weights"."""
+    if model != "resunet" or init_from is not None:
         return
     from lesionlib.models.medicalnet import default_weights_path, read_medicalnet_state_dict
 
-    weights = cfg.encoder_weights or default_weights_path()
+    weights = encoder_weights or default_weights_path()
     if weights is not None:
         read_medicalnet_state_dict(weights)
 
