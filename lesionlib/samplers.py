@@ -72,14 +72,15 @@ _CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
 # ---------------------------------------------------------------------------------------------
 
 def lesion_volume_ml(record: ImageRecord, mask: nib.Nifti1Image | None = None) -> float:
-    """Lesion volume in mL: ``record.lesion_volume_ml`` or (voxels > 0) x voxel volume of the mask."""
+    """A record's total lesion volume in mL: ``record.lesion_volume_ml`` (from discovery) when known,
+    else :func:`lesionlib.data.discovery.mask_volume_ml` of ``mask`` or of the record's mask file."""
     if record.lesion_volume_ml is not None:
         return float(record.lesion_volume_ml)
     if record.mask_path is None:
         raise ValueError(f"{record.case_id} of {record.dataset}: no mask and no lesion volume")
-    mask = mask if mask is not None else load_nifti(record.mask_path)
-    voxel_ml = abs(float(np.linalg.det(mask.affine[:3, :3]))) / 1000.0
-    return float((np.asarray(mask.dataobj) > 0).sum()) * voxel_ml
+    from lesionlib.data.discovery import mask_volume_ml
+
+    return mask_volume_ml(mask if mask is not None else record.mask_path)
 
 
 def _region_on_grid(mask: nib.Nifti1Image, atlas: nib.Nifti1Image | None,

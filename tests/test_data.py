@@ -205,13 +205,13 @@ def test_discovery_leaves_dataset_untouched(make_child_tree):
 def test_volume_cache_hit_and_invalidation(monkeypatch, make_atlas_tree, write_nifti, blob_mask, isolate):
     root = make_atlas_tree(lesion_voxels={"r001s001": 8, "r001s002": 27}, spacing_mm=3.0)
     calls: list[Path] = []
-    real = discovery.lesion_volume_ml
+    real = discovery.mask_volume_ml
 
     def counting(path):
         calls.append(Path(path))
         return real(path)
 
-    monkeypatch.setattr(discovery, "lesion_volume_ml", counting)
+    monkeypatch.setattr(discovery, "mask_volume_ml", counting)
     first = discover_atlas(root)
     assert len(calls) == 2
     cache_file = isolate["results"] / "cache" / "lesion_volumes.json"

@@ -31,7 +31,7 @@ from lesionlib.metrics import (
     lesion_wise_f1,
     precision,
     recall,
-    summarise,
+    summarise_table,
     volume_difference_ml,
 )
 
@@ -363,12 +363,12 @@ def test_summarise_counts_undefined_cases_instead_of_dropping_them():
             "hausdorff_mm": [2.0, 4.0, np.nan, 0.0],
         }
     )
-    s = summarise(df)
+    s = summarise_table(df)
     assert s.loc["hausdorff_mm", "n"] == 4
     assert s.loc["hausdorff_mm", "n_undefined"] == 1 and s.loc["hausdorff_mm", "n_defined"] == 3
     assert s.loc["hausdorff_mm", "mean"] == pytest.approx(2.0)
     assert s.loc["dice", "sd"] == pytest.approx(np.std([0.5, 0.7, 0.0, 1.0], ddof=1))
-    by = summarise(df, by="method")
+    by = summarise_table(df, by="method")
     assert by.loc[("a", "hausdorff_mm"), "n_undefined"] == 1
     assert by.loc[("b", "dice"), "mean"] == 1.0
 

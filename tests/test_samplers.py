@@ -76,7 +76,7 @@ def test_atlas_subset_counts_each_rule(atlas_like):
     assert report.failed_both == 1
     assert report.removed["toy/sub-smallcereb_ses-1"] == ["lesion volume < 2.5 mL", "cerebellar lesion"]
     d = report.to_dict()
-    assert d["n_removed"] == 4 and "y < -40.0 mm" in d["cerebellum_definition"]
+    assert d["n_removed"] == 4 and "box (y < -40 mm" in d["cerebellum_definition"]
     yaml.safe_dump(d)  # serialisable
 
 
@@ -96,8 +96,20 @@ def test_atlas_subset_uses_a_given_cerebellum_atlas(tmp_path, atlas_like):
     region[14:28, 24:36, 24:36] = 1.0  # around voxel (10, 15, 15) of the 3 mm grid
     atlas = save_nifti_atomic(nib.Nifti1Image(region, fine), tmp_path / "cerebellum.nii.gz")
     kept, report = atlas_subset(atlas_like, cerebellum_mask=atlas, progress=False)
-    assert {r.subject for r in kept} == {"cereb", "keep2"}
-    assert "cerebellum.nii.gz" in report.cerebellum_definition
+    # the paper's "no cerebellum involvement": keep2 only grazes the atlas region, and is excluded too
+    assert {r.subject for r in kept} == {"cereb"}
+    assert "cerebellum.nii.gz" in report.cerebellum_definition and "any lesion voxel" in report.cerebellum_definition
+    # the box rule ignores the atlas and needs half a component inside the box
+    kept, report = atlas_subset(atlas_like, cerebellum_mask=atlas, rule="box", progress=False)
+    assert {r.subject for r in kept} == {"keep", "keep2"} and "box" in report.cerebellum_definition
+
+
+def test_atlas_rule_without_an_atlas_is_an_error(atlas_like, monkeypatch):
+    monkeypatch.delenv("LESIONLIB_CEREBELLUM_ATLAS", raising=False)
+    with pytest.raises(ValueError, match="cerebellum_atlas"):
+        atlas_subset(atlas_like, rule="atlas", progress=False)
+    _, report = atlas_subset(atlas_like, rule="auto", progress=False)
+    assert "no atlas configured" in report.cerebellum_definition
 
 
 def _children(n_children=20, sessions=("1", "2"), seed=0):

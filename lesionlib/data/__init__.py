@@ -12,7 +12,7 @@ from lesionlib.data.discovery import (
     discover,
     discover_atlas,
     discover_child_bids,
-    lesion_volume_ml,
+    mask_volume_ml,
     records_table,
 )
 from lesionlib.data.manifest import (
@@ -42,7 +42,7 @@ __all__ = [
     "discover",
     "discover_atlas",
     "discover_child_bids",
-    "lesion_volume_ml",
+    "mask_volume_ml",
     "VolumeCache",
     "records_table",
     "check_record",

@@ -26,6 +26,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
@@ -39,7 +40,7 @@ __all__ = [
     "discover",
     "discover_atlas",
     "discover_child_bids",
-    "lesion_volume_ml",
+    "mask_volume_ml",
     "VolumeCache",
     "default_volume_cache_path",
     "records_table",
@@ -54,12 +55,12 @@ CACHE_VERSION = 1
 # Lesion volumes and their cache
 # --------------------------------------------------------------------------------------------
 
-def lesion_volume_ml(mask_path: os.PathLike | str) -> float:
-    """Lesion volume of a mask file in mL: non-zero voxels x ``|det(affine[:3, :3])|`` mm^3 / 1000.
+def mask_volume_ml(mask: os.PathLike | str | nib.spatialimages.SpatialImage) -> float:
+    """Volume of a mask (file or loaded image) in mL: non-zero voxels x ``|det(affine[:3, :3])|`` mm^3 / 1000.
 
-    Raises :class:`DataValidationError` for an unreadable mask.
+    Raises :class:`DataValidationError` for an unreadable mask file.
     """
-    img = load_nifti(mask_path, ndim=None)
+    img = mask if isinstance(mask, nib.spatialimages.SpatialImage) else load_nifti(mask, ndim=None)
     n_voxels = int(np.count_nonzero(np.asanyarray(img.dataobj)))
     voxel_mm3 = abs(float(np.linalg.det(img.affine[:3, :3])))
     return n_voxels * voxel_mm3 / 1000.0
@@ -111,7 +112,7 @@ class VolumeCache:
             self.hits += 1
             return float(entry["volume_ml"])
         self.misses += 1
-        volume = lesion_volume_ml(mask_path)
+        volume = mask_volume_ml(mask_path)
         self._entries[key] = {"size": size, "mtime_ns": mtime_ns, "volume_ml": volume}
         self._dirty = True
         return volume

@@ -3,7 +3,7 @@
 ============================  ===========================================================
 :func:`case_metrics`          every metric of one case, sharing crop/surfaces/distances
 :func:`evaluate_files`        predicted vs true NIfTI masks -> one table row per case (CSV)
-:func:`summarise`             mean/SD/median per metric, with the count of undefined cases
+:func:`summarise_table`       mean/SD/median per metric, with the count of undefined cases
 :func:`dice`, ...             single metrics: ``dice, precision, recall, volume_ml,
                               volume_difference_ml, hausdorff, hausdorff95, assd,
                               lesion_wise_f1, lesion_count_difference``
@@ -12,13 +12,13 @@
 Conventions: masks are voxel arrays (any non-zero voxel is lesion), ``spacing_mm`` is the
 voxel size per array axis in mm, distances are in mm and volumes in mL. Both masks empty:
 Dice/precision/recall/lesion-wise F1 = 1 and distances = 0. Exactly one empty: those = 0
-and distances NaN (undefined, counted by :func:`summarise`). Hausdorff distance, HD95 and
+and distances NaN (undefined, counted by :func:`summarise_table`). Hausdorff distance, HD95 and
 ASSD follow MONAI 1.6.1 exactly (:mod:`lesionlib.metrics.surface`); lesion-wise metrics
 follow the ATLAS R2.0 challenge (:mod:`lesionlib.metrics.lesionwise`).
 """
 
 from lesionlib.metrics.case import DISTANCE_METRICS, METRIC_COLUMNS, case_metrics, metric_device
-from lesionlib.metrics.evaluate import evaluate_files, evaluate_records, load_mask_pair, summarise
+from lesionlib.metrics.evaluate import evaluate_files, evaluate_records, load_mask_pair, summarise_table
 from lesionlib.metrics.lesionwise import LesionCounts, lesion_count_difference, lesion_counts, lesion_wise_f1
 from lesionlib.metrics.overlap import dice, precision, recall, volume_difference_ml, volume_ml
 from lesionlib.metrics.surface import SurfaceDistances, assd, hausdorff, hausdorff95, mask_edges, surface_distances
@@ -32,7 +32,7 @@ __all__ = [
     "evaluate_files",
     "evaluate_records",
     "load_mask_pair",
-    "summarise",
+    "summarise_table",
     "dice",
     "precision",
     "recall",

@@ -133,7 +133,7 @@ def case_metrics(
     -----------
     Both empty: Dice, precision, recall and lesion-wise F1 are 1; distances are 0.
     Exactly one empty: Dice, precision, recall and lesion-wise F1 are 0; distances are NaN
-    (undefined; count them, do not drop them — :func:`lesionlib.metrics.summarise` does).
+    (undefined; count them, do not drop them — :func:`lesionlib.metrics.summarise_table` does).
     """
     torch_device = metric_device(pred, gt, device)
     if torch_device is not None:

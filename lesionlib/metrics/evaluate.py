@@ -17,7 +17,7 @@ from lesionlib.io import DataValidationError, atomic_path, load_nifti, spacing_m
 from lesionlib.metrics.case import DISTANCE_METRICS, METRIC_COLUMNS, case_metrics
 from lesionlib.space import grid_mismatch
 
-__all__ = ["evaluate_files", "evaluate_records", "load_mask_pair", "summarise"]
+__all__ = ["evaluate_files", "evaluate_records", "load_mask_pair", "summarise_table"]
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def evaluate_records(
     return table
 
 
-def summarise(
+def summarise_table(
     df: pd.DataFrame, metrics: Sequence[str] | None = None, by: str | Sequence[str] | None = None
 ) -> pd.DataFrame:
     """Mean, SD, median and the count of undefined (NaN) values of each metric.

@@ -19,7 +19,7 @@ Empty masks
 * Both empty: HD, HD95 and ASSD are 0.0 (nothing to disagree about). MONAI returns NaN here.
 * Exactly one empty: all three are NaN (undefined; MONAI gives inf for HD and NaN for HD95).
   Tables count such cases instead of silently averaging over the rest (see
-  :func:`lesionlib.metrics.summarise`).
+  :func:`lesionlib.metrics.summarise_table`).
 
 Computation
 -----------

@@ -532,19 +532,8 @@ class NnUNetRun:
             spec_path = tmp / "spec.json"
             spec_path.write_text(json.dumps(spec, indent=2))
             self._run("predict", [sys.executable, "-m", "lesionlib.nnunet.predict_worker", spec_path])
-            outputs = []
-            for rec, (shape, affine, codes) in zip(records, geometry):
-                raw_path = tmp / "out" / f"{rec.case_id}.nii.gz"
-                if not raw_path.is_file():
-                    raise RuntimeError(f"{raw_path}: nnU-Net wrote no prediction for {rec.case_id}")
-                pred = load_nifti(raw_path)
-                mismatch = grid_mismatch(pred, (shape, affine))
-                if mismatch:
-                    raise RuntimeError(f"{raw_path}: prediction is not on the grid of its input {rec.image_path} "
-                                       f"({mismatch})")
-                mask = nib.Nifti1Image((np.asarray(pred.dataobj) > 0).astype(np.uint8), affine)
-                set_geometry(mask, affine, codes)
-                outputs.append(save_nifti_atomic(mask, prediction_path(out_dir, rec.subject, rec.session)))
+            outputs = [_write_prediction(tmp / "out" / f"{rec.case_id}.nii.gz", rec, geom, out_dir)
+                       for rec, geom in zip(records, geometry)]
         self.timings_s["predict"] = time.perf_counter() - start
         return outputs
 
@@ -556,6 +545,20 @@ class NnUNetRun:
         table = evaluate_predictions(records, pred_dir, out_csv=out_csv, metadata=meta)
         self.timings_s["evaluate"] = time.perf_counter() - start
         return table
+
+
+def _write_prediction(raw_path: Path, rec: ImageRecord, geometry: tuple, out_dir: Path) -> Path:
+    """nnU-Net's output for ``rec`` as a uint8 {0, 1} mask on the input's exact grid, at its BIDS path."""
+    shape, affine, codes = geometry
+    if not raw_path.is_file():
+        raise RuntimeError(f"{raw_path}: nnU-Net wrote no prediction for {rec.case_id}")
+    pred = load_nifti(raw_path)
+    mismatch = grid_mismatch(pred, (shape, affine))
+    if mismatch:
+        raise RuntimeError(f"{raw_path}: prediction is not on the grid of its input {rec.image_path} ({mismatch})")
+    mask = nib.Nifti1Image((np.asarray(pred.dataobj) > 0).astype(np.uint8), affine)
+    set_geometry(mask, affine, codes)
+    return save_nifti_atomic(mask, prediction_path(out_dir, rec.subject, rec.session))
 
 
 def resize_plans(plans_file: Path, configuration: str = "3d_fullres", *, width_divisor: int = 1,

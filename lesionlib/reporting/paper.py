@@ -65,6 +65,8 @@ _TABLE2: list[tuple[str, str, str, bool, float, float]] = [
 ]
 
 _COLUMNS = ["method", "train_set", "eval_set", "fine_tuned", "dice", "hausdorff_mm"]
+_QUOTED = {("lesiongnb", "adult_val"): f"{CITATION_SHORT}, quoting Ito et al. 2019"}
+"""Published cells the paper quotes from elsewhere, and from where."""
 
 
 def paper_results() -> pd.DataFrame:
@@ -75,9 +77,7 @@ def paper_results() -> pd.DataFrame:
     """
     rows = [(1, *r) for r in _TABLE1] + [(2, *r) for r in _TABLE2]
     df = pd.DataFrame(rows, columns=["table", *_COLUMNS])
-    df["source"] = CITATION_SHORT
-    adult_gnb = (df["method"] == "lesiongnb") & (df["eval_set"] == "adult_val")
-    df.loc[adult_gnb, "source"] = f"{CITATION_SHORT}, quoting Ito et al. 2019"
+    df["source"] = [_QUOTED.get((m, e), CITATION_SHORT) for m, e in zip(df["method"], df["eval_set"])]
     return df
 
 
