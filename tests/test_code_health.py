@@ -32,3 +32,30 @@ def test_methods_are_dispatched_only_through_the_registry():
                  for path in _modules() if "segmenters" not in path.parts
                  for i, line in enumerate(path.read_text().splitlines(), 1) if dispatch.search(line)]
     assert not offenders, "method-name dispatch outside lesionlib/segmenters:\n" + "\n".join(offenders)
+
+
+def test_environment_yml_is_generated_from_the_lock():
+    import subprocess
+    import sys
+
+    script = PACKAGE.parent / "scripts" / "environment_yml.py"
+    proc = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_every_imported_third_party_package_is_declared():
+    import sys
+    import tomllib
+
+    project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower().replace("-", "_") for r in project["dependencies"]}
+    import_names = {"yaml": "pyyaml", "sklearn": "scikit_learn", "simpleitk": "simpleitk"}
+    imported = set()
+    for path in _modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
+            imported |= {n.split(".")[0] for n in names}
+    third_party = {n for n in imported if n not in sys.stdlib_module_names and n != "lesionlib"}
+    missing = sorted(n for n in third_party if import_names.get(n.lower(), n.lower()) not in declared)
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"
