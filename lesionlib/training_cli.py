@@ -132,9 +132,15 @@ def _check_encoder_weights(model: str, init_from: Path | None, encoder_weights: 
     """Read the MedicalNet weights a new Res-U-Net run will load (``--encoder-weights`` or the manifest
     asset), so a configured but missing, unreadable or corrupt file is reported before the run
     folder exists, never turned into "no weights"."""
-    if model != "resunet" or init_from is not None:
-        return
+    from lesionlib.models import model_parameters
     from lesionlib.models.medicalnet import default_weights_path, read_medicalnet_state_dict
+
+    try:
+        pretrained_encoder = "encoder_weights" in model_parameters(model)
+    except KeyError:  # an unknown model name is reported where the model is built
+        return
+    if not pretrained_encoder or init_from is not None:
+        return
 
     weights = encoder_weights or default_weights_path()
     if weights is not None:
