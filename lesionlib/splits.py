@@ -8,6 +8,11 @@ For a profile and a seed (the CLI ``lesionlib train`` and the grid use the same 
   cerebellar lesion, :func:`lesionlib.samplers.atlas_subset`) applied to each side of that split;
 * **few-shot** — ``splits.few_shot_n`` child images (one session each of that many children,
   stratified by lesion volume, drawn with the run's seed) for fine-tuning and child-only training;
+* **session-2 masks** — with ``data.child_session2_masks: propagated`` (the paper's protocol, for
+  real data with session-1 masks only) every later-session mask is the session-1 mask carried onto
+  that session by 12-dof affine registration (:func:`lesionlib.register.propagate_records`,
+  run by the data stage into ``<results>/<profile>/_shared/session2_masks/``); with ``dataset`` the
+  dataset's own masks are used;
 * **evaluation sets** — ``adult_val`` (the validation side of the cell's adult training set),
   ``child_test`` (every image of the children *not* drawn for the few-shot set: the same images
   for every cell of a seed, fine-tuned or not, so that columns compare pairwise) and
@@ -16,8 +21,10 @@ For a profile and a seed (the CLI ``lesionlib train`` and the grid use the same 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lesionlib.data.records import ImageRecord
@@ -26,7 +33,8 @@ if TYPE_CHECKING:
     from lesionlib.profile import Profile
     from lesionlib.samplers import FewShotSplit
 
-__all__ = ["EVAL_SETS", "TRAIN_SETS", "TRAIN_SET_LABELS", "Splits", "make_splits"]
+__all__ = ["EVAL_SETS", "TRAIN_SETS", "TRAIN_SET_LABELS", "Splits", "make_splits", "session2_root",
+           "with_propagated_masks"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +103,39 @@ class Splits:
         }
 
 
+def session2_root(profile: str, results_root: Path | None = None) -> Path:
+    """Where propagated session-2 masks of a profile live: ``<results>/<profile>/_shared/session2_masks``."""
+    from lesionlib import config
+
+    return Path(results_root or config.results_root()) / profile / "_shared" / "session2_masks"
+
+
+def with_propagated_masks(records: list[ImageRecord], root: Path) -> list[ImageRecord]:
+    """``records`` with every session but each subject's first given its propagated mask under ``root``.
+
+    Raises :class:`lesionlib.io.DataValidationError` naming the missing file when a mask has not been
+    propagated yet.
+    """
+    from lesionlib import bids
+    from lesionlib.data.discovery import mask_volume_ml
+    from lesionlib.io import DataValidationError
+
+    first = {}
+    for r in sorted(records, key=lambda r: (r.subject, r.session)):
+        first.setdefault(r.subject, r.session)
+    out = []
+    for r in records:
+        if r.session == first[r.subject]:
+            out.append(r)
+            continue
+        path = bids.prediction_path(root, r.subject, r.session, desc="propagated")
+        if not path.is_file():
+            raise DataValidationError(path, f"session-{r.session} mask of sub-{r.subject} not propagated yet: the data "
+                                            "stage writes it (`lesionlib grid report --notebook data`)")
+        out.append(dataclasses.replace(r, mask_path=path, lesion_volume_ml=mask_volume_ml(path)))
+    return out
+
+
 def make_splits(profile: "Profile", seed: int, *, progress: bool = False) -> Splits:
     """Discover the profile's two cohorts and draw every split for ``seed`` (see the module docstring).
 
@@ -107,6 +148,8 @@ def make_splits(profile: "Profile", seed: int, *, progress: bool = False) -> Spl
     data, rules = profile.data, profile.splits
     adult = discover(data.adult_dataset, profile=profile.name, progress=progress)
     child = discover(data.child_dataset, profile=profile.name, progress=progress)
+    if data.child_session2_masks == "propagated":
+        child = with_propagated_masks(child, session2_root(profile.name))
     adult_train, adult_val = train_val_split(adult, val_fraction=rules.adult_val_fraction,
                                              seed=rules.adult_split_seed)
     kept, report = atlas_subset(adult, min_volume_ml=rules.subset_min_volume_ml, rule=rules.cerebellum_rule,
