@@ -109,11 +109,13 @@ def evaluate_cell(cell: Cell, fit: FitResult) -> pd.DataFrame:
     Masks go to ``out_dir/predictions/`` on each image's own grid; the rows carry the cell's
     identity, ``data_source``, ``encoder_pretrained`` and ``eval_set``. Returns the table written.
     """
+    from lesionlib.data.validate import require_valid
     from lesionlib.metrics import evaluate_records
 
     spec = cell.spec
     eval_sets = cell.splits.evaluation(spec.train_set, spec.fine_tuned)
     unique = {r.case_id: r for records in eval_sets.values() for r in records}
+    require_valid(list(unique.values()), purpose="evaluate")  # every bad file named before any prediction
     paths = dict(zip(unique, cell.segmenter.predict(list(unique.values()), cell.out_dir / PREDICTIONS_DIR)))
     labels = {"method": spec.method, "train_set": spec.train_set, "fine_tuned": spec.fine_tuned,
               "seed": spec.seed, "profile": cell.profile.name, "data_source": cell.splits.data_source,

@@ -139,15 +139,18 @@ def with_propagated_masks(records: list[ImageRecord], root: Path) -> list[ImageR
 def make_splits(profile: "Profile", seed: int, *, progress: bool = False) -> Splits:
     """Discover the profile's two cohorts and draw every split for ``seed`` (see the module docstring).
 
-    Raises :class:`lesionlib.io.DataValidationError` (from discovery) when a cohort is missing, and
+    Raises :class:`lesionlib.io.DataValidationError` when a cohort is missing or any of its files is
+    invalid (all of them named), and
     ``ValueError`` when the child cohort has fewer children than ``splits.few_shot_n``.
     """
-    from lesionlib.data import discover
+    from lesionlib.data.validate import discover_valid
     from lesionlib.samplers import atlas_subset, few_shot_split, train_val_split
 
     data, rules = profile.data, profile.splits
-    adult = discover(data.adult_dataset, profile=profile.name, progress=progress)
-    child = discover(data.child_dataset, profile=profile.name, progress=progress)
+    # every file of both cohorts valid before anything is drawn (a grid run stops before any cell)
+    # (an empty mask is reported once, by the data stage's validation, not by every cell)
+    adult = discover_valid(data.adult_dataset, purpose="evaluate", warn=False, profile=profile.name, progress=progress)
+    child = discover_valid(data.child_dataset, purpose="evaluate", warn=False, profile=profile.name, progress=progress)
     if data.child_session2_masks == "propagated":
         child = with_propagated_masks(child, session2_root(profile.name))
     adult_train, adult_val = train_val_split(adult, val_fraction=rules.adult_val_fraction,

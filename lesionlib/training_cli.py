@@ -1,14 +1,16 @@
-"""``lesionlib train`` and ``lesionlib predict``: the MONAI models from the command line.
+"""``lesionlib train`` and ``lesionlib predict``: one method on one training set of a profile, from the command line.
 
-Examples::
+``lesionlib train`` draws its training and validation images with :func:`lesionlib.splits.make_splits`
+(the same splits as the grid) and trains through the method's :class:`lesionlib.segmenters.Segmenter`,
+with the profile's settings for that method and any overrides given here. Examples::
 
-    # adult training on the quick profile's synthetic cohort, ATLAS subset rule, 80/20 split
-    lesionlib train --dataset synthetic_adult --model unet --subset --out results/runs/unet_subset
-    # fine-tune on 5 child images (subject-level, stratified by lesion size), encoder frozen
-    lesionlib train --dataset synthetic_child --stage finetune --few-shot 5 \\
-        --init-from results/runs/unet_subset/checkpoint_best.pt --freeze-encoder --out results/runs/unet_ft
+    # U-Net on the quick profile's ATLAS subset (validation: the subset's side of the fixed 80/20 split)
+    lesionlib train --profile quick --model unet --train-set adult_subset --out results/runs/unet_subset
+    # fine-tune that model on the few-shot child images of seed 0, encoder frozen
+    lesionlib train --profile quick --model unet --train-set adult_subset --fine-tune-from results/runs/unet_subset \
+        --freeze-encoder --out results/runs/unet_ft
     # segment the children not used for fine-tuning
-    lesionlib predict --checkpoint results/runs/unet_ft/checkpoint_best.pt --dataset synthetic_child \\
+    lesionlib predict --checkpoint results/runs/unet_ft/checkpoint_best.pt --dataset synthetic_child \
         --exclude-split results/runs/unet_ft/params.yaml --out results/runs/unet_ft/predictions
 """
 
@@ -25,39 +27,38 @@ from lesionlib import config as project_config
 
 log = logging.getLogger(__name__)
 
+_OVERRIDES = (("iterations", "iterations_per_epoch"), ("batch_size", "batch_size"), ("lr", "lr"),
+              ("workers", "num_workers"), ("cache", "cache"))
+
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train`` and ``predict`` to the ``lesionlib`` command line."""
-    p = subparsers.add_parser("train", help="train or fine-tune a U-Net / Res-U-Net",
-                              description="Train (or resume, or fine-tune) a MONAI model; see lesionlib.train.")
-    _add_data_args(p)
-    p.add_argument("--model", default="unet", help="registry name: unet or resunet (default: %(default)s)")
-    p.add_argument("--stage", default="adult", choices=["adult", "finetune", "child_only"],
-                   help="which epoch count of the profile to use (default: %(default)s)")
-    p.add_argument("--out", type=Path, required=True, help="run folder (an existing run there is resumed)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, help="override the profile's epochs")
+    p = subparsers.add_parser("train", help="train (or fine-tune) one method on one training set of a profile",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("--profile", default=project_config.DEFAULT_PROFILE)
+    p.add_argument("--model", default="unet", help="registered method, e.g. unet, resunet (default: %(default)s)")
+    p.add_argument("--train-set", default="adult_full", choices=["adult_full", "adult_subset", "child5"],
+                   help="training set of make_splits (default: %(default)s)")
+    p.add_argument("--fine-tune-from", type=Path, metavar="MODEL_DIR",
+                   help="fine-tune the model in this folder (an earlier --out) on the few-shot child images")
+    p.add_argument("--out", type=Path, required=True, help="model folder (an existing run there is resumed)")
+    p.add_argument("--seed", type=int, default=0, help="training seed and few-shot selection (default: 0)")
+    p.add_argument("--epochs", type=int, help="override the profile's epochs for this stage")
     p.add_argument("--iterations", type=int, help="iterations per epoch (override)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--patch-size", type=int, nargs=3, metavar=("X", "Y", "Z"))
-    p.add_argument("--lr", type=float, help="Adam learning rate (default 0.01, the paper's)")
-    p.add_argument("--device", help="cpu, cuda, auto (default: the profile's)")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers (default: %(default)s)")
-    p.add_argument("--cache", default="memory", choices=["memory", "disk", "none"])
-    p.add_argument("--subset", action="store_true", help="apply the ATLAS subset rules (>= 2.5 mL, no cerebellum)")
-    p.add_argument("--cerebellum-mask", type=Path, help="MNI cerebellum atlas for --subset (default: MNI box)")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="subject-level validation fraction")
-    p.add_argument("--few-shot", type=int, metavar="N",
-                   help="train on N images of N different subjects (stratified by lesion size), no validation")
-    p.add_argument("--init-from", type=Path, help="checkpoint to fine-tune from")
-    p.add_argument("--freeze-encoder", action="store_true")
-    p.add_argument("--encoder-weights", type=Path, help="MedicalNet resnet_10.pth for resunet")
+    p.add_argument("--lr", type=float, help="Adam learning rate (the paper's: 0.01)")
+    p.add_argument("--workers", type=int, help="DataLoader workers")
+    p.add_argument("--cache", choices=["memory", "disk", "none"])
+    p.add_argument("--freeze-encoder", action="store_true", help="keep the encoder fixed while fine-tuning")
     p.add_argument("--no-augmentation", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_train)
 
     p = subparsers.add_parser("predict", help="segment a dataset with a trained checkpoint")
-    _add_data_args(p)
+    p.add_argument("--dataset", default="synthetic_adult", help="manifest dataset name (default: %(default)s)")
+    p.add_argument("--profile", default=project_config.DEFAULT_PROFILE)
+    p.add_argument("--root", type=Path, help="dataset root (overrides the manifest)")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="root of derivatives/lesionlib/")
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default: %(default)s)")
@@ -70,12 +71,6 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_predict)
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="synthetic_adult", help="manifest dataset name (default: %(default)s)")
-    p.add_argument("--profile", default=project_config.DEFAULT_PROFILE)
-    p.add_argument("--root", type=Path, help="dataset root (overrides the manifest)")
-
-
 def _records(args: argparse.Namespace, purpose: str, warn: bool = True) -> list:
     """The dataset's records, every one valid for ``purpose`` (nothing written otherwise)."""
     from lesionlib.data.validate import discover_valid
@@ -84,67 +79,48 @@ def _records(args: argparse.Namespace, purpose: str, warn: bool = True) -> list:
                           progress=not args.no_progress)
 
 
+def _settings_overrides(args: argparse.Namespace, stage: str) -> dict[str, Any]:
+    """The command line's changes to the method's profile settings (only those given)."""
+    out: dict[str, Any] = {key: getattr(args, arg) for arg, key in _OVERRIDES if getattr(args, arg) is not None}
+    if args.epochs is not None:
+        out[f"epochs_{stage}"] = args.epochs
+    if args.patch_size:
+        out["patch_size"] = tuple(args.patch_size)
+    if args.no_augmentation:
+        out["augmentation"] = {"enabled": False}
+    if args.freeze_encoder:
+        out["freeze_encoder_when_fine_tuning"] = True
+    return out
+
+
 def run_train(args: argparse.Namespace) -> int:
     from lesionlib.data.validate import require_valid
-    from lesionlib.samplers import atlas_subset, few_shot_split, train_val_split
+    from lesionlib.experiments import shared_dir
+    from lesionlib.profile import load_profile
+    from lesionlib.segmenters import build_segmenter, get_segmenter
+    from lesionlib.splits import make_splits
 
-    # every file readable, masks binary and on their image's grid before the subset and split rules
-    # read masks (an empty mask is fine here); the chosen cases are then checked for training
-    records = _records(args, "evaluate", warn=False)
-    split_info: dict[str, Any] = {"dataset": args.dataset, "profile": args.profile}
-    if args.subset:
-        records, report = atlas_subset(records, cerebellum_mask=args.cerebellum_mask, progress=not args.no_progress)
-        split_info["atlas_subset"] = {k: v for k, v in report.to_dict().items() if k != "removed"}
-    if args.few_shot:
-        selection = few_shot_split(records, n_images=args.few_shot, seed=args.seed)
-        train_records, val_records = selection.train, []
-        split_info["few_shot"] = selection.to_dict()
-    else:
-        train_records, val_records = train_val_split(records, val_fraction=args.val_fraction, seed=args.seed)
-        split_info["val_fraction"] = args.val_fraction
-    # everything train() would reject, rejected before anything else happens (or is written)
+    fine_tuned = args.fine_tune_from is not None
+    stage = "finetune" if fine_tuned else ("child_only" if args.train_set == "child5" else "adult")
+    profile = load_profile(args.profile)
+    overrides = _settings_overrides(args, stage)
+    if overrides:
+        settings = get_segmenter(args.model).Settings.model_validate(
+            {**profile.method(args.model).model_dump(), **overrides})
+        profile = profile.model_copy(update={"methods": {**profile.methods, args.model: settings}})
+    splits = make_splits(profile, args.seed, progress=not args.no_progress)
+    train_records, val_records = splits.training(args.train_set, fine_tuned)
+    # everything training would reject, rejected before anything is written
     require_valid([*train_records, *val_records], purpose="train")
-    _check_encoder_weights(args.model, args.init_from, args.encoder_weights)
-
-    from lesionlib.train import TrainConfig, train
-    from lesionlib.transforms import AugmentationConfig
-
-    overrides: dict[str, Any] = {"model": args.model, "seed": args.seed, "num_workers": args.workers,
-                                 "cache": args.cache, "freeze_encoder": args.freeze_encoder,
-                                 "progress": not args.no_progress}
-    for key, value in (("epochs", args.epochs), ("iterations_per_epoch", args.iterations),
-                       ("batch_size", args.batch_size), ("lr", args.lr), ("device", args.device),
-                       ("init_from", args.init_from), ("encoder_weights", args.encoder_weights)):
-        if value is not None:
-            overrides[key] = str(value) if isinstance(value, Path) else value
-    if args.patch_size:
-        overrides["patch_size"] = tuple(args.patch_size)
-    if args.no_augmentation:
-        overrides["augmentation"] = AugmentationConfig(enabled=False)
-    cfg = TrainConfig.from_profile(args.profile, stage=args.stage, **overrides)
-    result = train(cfg, train_records, val_records, args.out, split_info=split_info)
-    log.info("run %s: %d epochs, best epoch %s (val Dice %s), encoder_pretrained=%s", result.out_dir,
-             result.epochs_completed, result.best_epoch, result.best_val_dice, result.encoder_pretrained)
+    segmenter = build_segmenter(args.model, profile, seed=args.seed, model_dir=args.out,
+                                shared_dir=shared_dir(profile.name, args.model), progress=not args.no_progress)
+    if fine_tuned:
+        fit = segmenter.fine_tune(args.fine_tune_from, train_records)
+    else:
+        fit = segmenter.fit(train_records, val_records, stage=stage)
+    log.info("%s trained on %s (%d images) into %s: %s; encoder_pretrained=%s", segmenter.label, args.train_set,
+             len(train_records), args.out, fit.details, fit.encoder_pretrained)
     return 0
-
-
-def _check_encoder_weights(model: str, init_from: Path | None, encoder_weights: Path | None) -> None:
-    """Read the MedicalNet weights a new Res-U-Net run will load (``--encoder-weights`` or the manifest
-    asset), so a configured but missing, unreadable or corrupt file is reported before the run
-    folder exists, never turned into "no weights"."""
-    from lesionlib.models import model_parameters
-    from lesionlib.models.medicalnet import default_weights_path, read_medicalnet_state_dict
-
-    try:
-        pretrained_encoder = "encoder_weights" in model_parameters(model)
-    except KeyError:  # an unknown model name is reported where the model is built
-        return
-    if not pretrained_encoder or init_from is not None:
-        return
-
-    weights = encoder_weights or default_weights_path()
-    if weights is not None:
-        read_medicalnet_state_dict(weights)
 
 
 def run_predict(args: argparse.Namespace) -> int:

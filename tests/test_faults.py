@@ -338,6 +338,17 @@ def test_duplicate_participant_rows_are_one_line(make_child_tree, capsys, caplog
 
 
 # ------------------------------------------------------------------------------------ every other path
+def _profile_on(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A profile 'faulty' whose cohorts are the BIDS tree ``root``; returns the CLI arguments naming it."""
+    path = tmp_path / "experiments.yaml"
+    path.write_text("profiles:\n  faulty:\n    device: cpu\n"
+                    "    data: {adult_dataset: child_cohort, child_dataset: child_cohort, n_adult: 2, n_children: 2}\n"
+                    "    splits: {few_shot_n: 1}\n")
+    monkeypatch.setenv("LESIONLIB_EXPERIMENTS", str(path))
+    monkeypatch.setenv("CHILD_BIDS_ROOT", str(root))
+    return ["--profile", "faulty"]
+
+
 def test_train_stops_before_training_naming_every_bad_file(faulty_tree, capsys, caplog, isolate, tmp_path,
                                                            monkeypatch):
     import lesionlib.train
@@ -346,15 +357,15 @@ def test_train_stops_before_training_naming_every_bad_file(faulty_tree, capsys, 
     root, bad, good = faulty_tree
     out_dir = isolate["results"] / "runs" / "unet"
     before = snapshot(root, isolate["results"])
-    code, out = run_main(["train", "--dataset", "child_cohort", "--root", str(root), "--out", str(out_dir),
-                          "--no-progress", "--device", "cpu"], capsys, caplog)
+    code, out = run_main(["train", *_profile_on(root, tmp_path, monkeypatch), "--out", str(out_dir),
+                          "--no-progress"], capsys, caplog)
     assert code == 1
     # the whole dataset is checked first; an empty mask only matters once it is chosen for training
     assert_named_once(out, bad, good, set(FAULTS) - {"maskempty"})
     assert snapshot(root, isolate["results"]) == before and not out_dir.exists()
 
 
-def test_train_on_a_0_255_mask_stops_naming_it(make_child_tree, capsys, caplog, isolate, monkeypatch):
+def test_train_on_a_0_255_mask_stops_naming_it(make_child_tree, capsys, caplog, isolate, monkeypatch, tmp_path):
     """Acceptance of #15: `lesionlib train` on a dataset with a {0, 255} mask stops before training."""
     import lesionlib.train
 
@@ -363,21 +374,22 @@ def test_train_on_a_0_255_mask_stops_naming_it(make_child_tree, capsys, caplog, 
     scaled = _mask(root, "02")
     f_mask_255(root, "02")
     out_dir = isolate["results"] / "runs" / "unet"
-    code, out = run_main(["train", "--dataset", "child_cohort", "--root", str(root), "--out", str(out_dir),
-                          "--no-progress", "--device", "cpu"], capsys, caplog)
+    code, out = run_main(["train", *_profile_on(root, tmp_path, monkeypatch), "--out", str(out_dir), "--no-progress"],
+                         capsys, caplog)
     assert code == 1 and "Traceback" not in out and not out_dir.exists()
     [line] = [line for line in out.splitlines() if str(scaled) in line]
     assert line.startswith(f"{scaled}: mask is not binary") and "values found: 0, 255" in line
 
 
-def test_train_rejects_an_empty_mask_in_the_training_set(make_child_tree, capsys, caplog, isolate, monkeypatch):
+def test_train_rejects_an_empty_mask_in_the_training_set(make_child_tree, capsys, caplog, isolate, monkeypatch,
+                                                         tmp_path):
     import lesionlib.train
 
     monkeypatch.setattr(lesionlib.train, "train", lambda *a, **k: pytest.fail("train() reached with an empty mask"))
     root = make_child_tree(lesion_voxels={("01", "1"): 6, ("02", "1"): 0, ("03", "1"): 5})
     out_dir = isolate["results"] / "runs" / "unet"
-    code, out = run_main(["train", "--dataset", "child_cohort", "--root", str(root), "--out", str(out_dir),
-                          "--val-fraction", "0.34", "--no-progress", "--device", "cpu"], capsys, caplog)
+    code, out = run_main(["train", *_profile_on(root, tmp_path, monkeypatch), "--out", str(out_dir), "--no-progress"],
+                         capsys, caplog)
     empty = _mask(root, "02")
     assert code == 1 and "Traceback" not in out and not out_dir.exists()
     assert out.count(str(empty)) == 1 and f"{empty}: lesion mask is empty" in out
@@ -407,8 +419,6 @@ def test_nnunet_export_names_every_bad_file_and_writes_nothing(faulty_tree, caps
     assert snapshot(root, isolate["results"]) == before and not run_dir.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="LesionGnb (lesionlib/baselines) is not wired to require_valid yet: "
-                                       "run_gnb_fit/run_gnb_predict must call it before fitting or writing")
 @pytest.mark.parametrize("command", ["fit", "predict"])
 def test_lesiongnb_rejects_bad_files_before_fitting_or_writing(command, faulty_tree, capsys, caplog, isolate,
                                                                tmp_path, monkeypatch):
@@ -499,8 +509,8 @@ def test_broken_medicalnet_asset_is_an_error_not_no_weights(tmp_path, monkeypatc
     # on the command line: one line naming the file, before the run folder exists
     root = make_child_tree(lesion_voxels={("01", "1"): 6, ("02", "1"): 5, ("03", "1"): 7})
     out_dir = isolate["results"] / "runs" / "resunet"
-    code, out = run_main(["train", "--dataset", "child_cohort", "--root", str(root), "--out", str(out_dir),
-                          "--model", "resunet", "--no-progress", "--device", "cpu"], capsys, caplog)
+    code, out = run_main(["train", *_profile_on(root, tmp_path, monkeypatch), "--out", str(out_dir),
+                          "--model", "resunet", "--no-progress"], capsys, caplog)
     assert code == 1 and "Traceback" not in out and not out_dir.exists()
     [line] = [line for line in out.splitlines() if str(missing) in line]
     assert line.startswith(f"{missing}: cannot be read as a torch checkpoint")

@@ -403,6 +403,7 @@ def test_evaluate_records_labels_rows_and_refuses_missing_inputs(tmp_path):
     for subject, pred in (("02", gt), ("01", np.zeros_like(gt))):
         mask = tmp_path / f"sub-{subject}_mask.nii.gz"
         nib.save(nib.Nifti1Image(gt, affine), mask)
+        nib.save(nib.Nifti1Image(gt * 0.5 + 1.0, affine), tmp_path / f"sub-{subject}_T1w.nii.gz")
         out = tmp_path / "run" / f"sub-{subject}_pred.nii.gz"
         out.parent.mkdir(exist_ok=True)
         nib.save(nib.Nifti1Image(pred, affine), out)

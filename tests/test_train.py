@@ -183,43 +183,48 @@ def test_config_round_trips_through_params_yaml():
         TrainConfig(scheduler="poly")  # a misspelt setting is an error, never a silent default
 
 
-def test_command_line_trains_finetunes_and_predicts(tmp_path, make_atlas_tree, make_child_tree, isolated_roots):
-    import argparse
+CLI_PROFILE = """profiles:
+  tiny:
+    device: cpu
+    data: {resolution_mm: 3.0, n_adult: 4, n_children: 2}
+    splits: {few_shot_n: 1, adult_val_fraction: 0.25}
+    methods:
+      unet: {model: {channels: [4, 8, 16], strides: [2, 2], num_res_units: 1}, patch_size: [16, 16, 16],
+             epochs_adult: 3, iterations_per_epoch: 1, augmentation: {enabled: false}}
+"""
 
-    import nibabel as nib
 
+def test_command_line_trains_finetunes_and_predicts(tmp_path, make_atlas_tree, make_child_tree, isolated_roots,
+                                                    monkeypatch):
+    """``lesionlib train`` draws its images with make_splits (as the grid does) and takes overrides."""
     from lesionlib import bids
-    from lesionlib.training_cli import register_cli
+    from lesionlib.cli import main
 
-    parser = argparse.ArgumentParser()
-    register_cli(parser.add_subparsers(dest="command"))
-    atlas = make_atlas_tree(lesion_voxels={"r001s001": 30, "r001s002": 40, "r002s001": 200, "r002s002": 150})
-    child = make_child_tree()
-    common = ["--epochs", "1", "--iterations", "1", "--no-progress", "--no-augmentation", "--device", "cpu"]
-    args = parser.parse_args(["train", "--dataset", "atlas_v2", "--root", str(atlas), "--out", str(tmp_path / "adult"),
-                              "--val-fraction", "0.25", *common])
-    assert args.func(args) == 0
+    experiments = tmp_path / "experiments.yaml"
+    experiments.write_text(CLI_PROFILE)
+    monkeypatch.setenv("LESIONLIB_EXPERIMENTS", str(experiments))
+    base = isolated_roots["data"] / "synthetic" / "tiny"
+    make_atlas_tree(base / "adult", lesion_voxels={"r001s001": 30, "r001s002": 40, "r002s001": 200, "r002s002": 150})
+    child = make_child_tree(base / "child")
+    common = ["--profile", "tiny", "--no-progress"]
+    assert main(["train", *common, "--model", "unet", "--epochs", "1", "--out", str(tmp_path / "adult")]) == 0
     params = yaml.safe_load((tmp_path / "adult" / "params.yaml").read_text())
     assert len(params["split"]["train"]) == 3 and len(params["split"]["val"]) == 1
-    assert params["config"]["patch_size"] == [32, 32, 32]  # the quick profile's
+    assert params["config"]["patch_size"] == [16, 16, 16] and params["config"]["epochs"] == 1  # profile + override
 
-    args = parser.parse_args(["train", "--dataset", "child_cohort", "--root", str(child), "--stage", "finetune",
-                              "--few-shot", "1", "--init-from", str(tmp_path / "adult" / "checkpoint_last.pt"),
-                              "--out", str(tmp_path / "ft"), *common])
-    assert args.func(args) == 0
+    assert main(["train", *common, "--model", "unet", "--fine-tune-from", str(tmp_path / "adult"),
+                 "--out", str(tmp_path / "ft")]) == 0
     params = yaml.safe_load((tmp_path / "ft" / "params.yaml").read_text())
     assert params["parent"]["run_dir"] == str((tmp_path / "adult").resolve())
-    [trained] = params["split"]["few_shot"]["train"]
+    [trained] = params["split"]["train"]
 
-    args = parser.parse_args(["predict", "--dataset", "child_cohort", "--root", str(child), "--checkpoint",
-                              str(tmp_path / "ft" / "checkpoint_last.pt"), "--out", str(tmp_path / "pred"),
-                              "--exclude-split", str(tmp_path / "ft" / "params.yaml"), "--device", "cpu",
-                              "--no-progress"])
-    assert args.func(args) == 0
+    assert main(["predict", "--profile", "tiny", "--dataset", "synthetic_child", "--checkpoint",
+                 str(tmp_path / "ft" / "checkpoint_last.pt"), "--out", str(tmp_path / "pred"),
+                 "--exclude-split", str(tmp_path / "ft" / "params.yaml"), "--device", "cpu", "--no-progress"]) == 0
     written = sorted((tmp_path / "pred").rglob("*_desc-lesion_mask.nii.gz"))
-    assert len(written) == 2  # 4 child images minus the trained one and its other session
-    trained_subject = trained.split("/sub-")[1].split("_")[0]
-    assert all(f"sub-{trained_subject}_" not in p.name for p in written)
+    assert len(written) == 3  # 4 child images minus the trained one
+    trained_case = trained.split("/")[1]
+    assert all(not path.name.startswith(trained_case) for path in written)
     for path in written:
         ent = bids.parse_entities(path.name)
         source = nib.load(bids.child_t1w_path(child, ent["sub"], ent["ses"]))

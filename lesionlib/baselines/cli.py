@@ -68,17 +68,18 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     pred.set_defaults(func=run_gnb_predict)
 
 
-def _records(args: argparse.Namespace) -> list[ImageRecord]:
-    from lesionlib.data import discover
+def _records(args: argparse.Namespace, purpose: str) -> list[ImageRecord]:
+    """The dataset's records, every one valid for ``purpose`` (nothing written otherwise)."""
+    from lesionlib.data.validate import discover_valid
 
-    return discover(args.dataset, profile=args.profile, root=args.root, manifest=args.manifest,
-                    volumes=False, progress=not args.no_progress)
+    return discover_valid(args.dataset, purpose=purpose, profile=args.profile, root=args.root, manifest=args.manifest,
+                          volumes=False, progress=not args.no_progress)
 
 
 def run_propagate(args: argparse.Namespace) -> int:
     from lesionlib.register import propagate_records
 
-    table = propagate_records(_records(args), args.out, method=args.method, dof=args.dof,
+    table = propagate_records(_records(args, "evaluate"), args.out, method=args.method, dof=args.dof,
                               progress=not args.no_progress)
     if not table.empty:
         log.info("propagated vs true session-2 masks: Dice min %.3f, median %.3f over %d subjects",
@@ -95,7 +96,8 @@ def run_gnb_fit(args: argparse.Namespace) -> int:
 
         profile = load_profile(args.profile)
         resolution = max(profile.method("lesiongnb").working_resolution_mm, profile.data.resolution_mm)
-    model = LesionGnb(resolution_mm=resolution, seed=args.seed).fit(_records(args), progress=not args.no_progress)
+    records = _records(args, "train")
+    model = LesionGnb(resolution_mm=resolution, seed=args.seed).fit(records, progress=not args.no_progress)
     model.save(args.model)
     log.info("LesionGnb model written to %s", args.model)
     return 0
@@ -104,8 +106,8 @@ def run_gnb_fit(args: argparse.Namespace) -> int:
 def run_gnb_predict(args: argparse.Namespace) -> int:
     from lesionlib.baselines.gnb import LesionGnb
 
+    records = _records(args, "predict")
     model = LesionGnb.load(args.model)
-    records = _records(args)
     for record in tqdm(records, desc="LesionGnb", disable=args.no_progress):
         save_nifti_atomic(model.predict(record), bids.prediction_path(args.out, record.subject, record.session))
     log.info("%d LesionGnb masks written under %s", len(records), args.out)

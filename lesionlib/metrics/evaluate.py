@@ -143,9 +143,12 @@ def evaluate_records(
     DataValidationError
         A record has no mask, a prediction is missing, or a pair lies on different grids.
     """
+    from lesionlib.data.validate import require_valid
+
     records, pred_paths = list(records), [Path(p) for p in pred_paths]
     if len(records) != len(pred_paths):
         raise ValueError(f"{len(records)} records but {len(pred_paths)} predictions")
+    require_valid(records, purpose="evaluate")  # e.g. a {0, 255} ground truth is an error, not "lesion"
     for rec, pred in zip(records, pred_paths):
         if rec.mask_path is None:
             raise DataValidationError(rec.image_path, "cannot evaluate: the record has no lesion mask")

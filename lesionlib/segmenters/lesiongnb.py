@@ -57,8 +57,10 @@ class LesionGnbSegmenter(Segmenter):
     def predict(self, records: Sequence, out_dir: Path) -> list[Path]:
         from lesionlib.baselines.gnb import LesionGnb
         from lesionlib.bids import prediction_path
+        from lesionlib.data.validate import require_valid
         from lesionlib.io import save_nifti_atomic
 
+        require_valid(list(records), purpose="predict")  # before the first mask is written
         gnb = LesionGnb.load(self.model_dir / MODEL_FILE)
         return [save_nifti_atomic(gnb.predict(rec), prediction_path(out_dir, rec.subject, rec.session))
                 for rec in tqdm(records, desc="lesiongnb", unit="image", disable=not self.progress)]

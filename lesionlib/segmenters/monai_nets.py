@@ -188,6 +188,10 @@ class ResUNetSegmenter(MonaiNetSegmenter):
         from lesionlib.models.medicalnet import default_weights_path
 
         path = default_weights_path()  # a configured but broken file is an error here
+        if path is not None:  # a corrupt or foreign file is reported before any run folder is made
+            from lesionlib.models.medicalnet import read_medicalnet_state_dict
+
+            read_medicalnet_state_dict(path)
         if path is None and self.settings.encoder == "medicalnet":
             raise MissingEncoderWeights(
                 "Res-U-Net needs MedicalNet's pretrained ResNet-10 (encoder: medicalnet) and none is configured. "
