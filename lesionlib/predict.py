@@ -135,7 +135,7 @@ def predict_records(model_or_checkpoint: torch.nn.Module | os.PathLike | str, re
     else:
         model, ckpt = model_from_checkpoint(model_or_checkpoint, device_t)
         spacing_mm = spacing_mm or ckpt["spacing_mm"]
-        patch_size = patch_size or ckpt["patch_size"]
+        patch_size = patch_size or ckpt.get("inference_patch_size") or ckpt["patch_size"]
         provenance = {"model": ckpt["model_name"], "checkpoint": str(Path(model_or_checkpoint).resolve()),
                       "epoch": ckpt.get("epoch"), "encoder_pretrained": bool(ckpt.get("encoder_pretrained", False))}
     settings = {"overlap": overlap, "min_size_voxels": int(min_size_voxels), "largest_component": largest_component,

@@ -77,7 +77,7 @@ CHECKPOINT_FORMAT = 1
 # Fields that define what a run computes: a resumed run must agree on them.
 _RUN_DEFINING = ("model", "model_kwargs", "iterations_per_epoch", "batch_size", "patch_size", "spacing_mm", "lr",
                  "weight_decay", "lr_schedule", "seed", "foreground_fraction", "augmentation", "freeze_encoder",
-                 "init_from", "val_overlap")
+                 "init_from", "val_overlap", "val_every", "inference_patch_size")
 
 
 class TrainConfig(OptimisationSettings):
@@ -435,11 +435,13 @@ def _train(config: TrainConfig, train_records: list[ImageRecord], val_records: l
         lr = optimizer.param_groups[0]["lr"]
         train_loss = _train_one_epoch(model, batches, optimizer, loss_fn, config, device, epoch)
         scheduler.step()
-        val_loss, val_dice = validate(model, val_volumes, config.patch_size, loss_fn, device,
+        validating = (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs
+        val_loss, val_dice = validate(model, val_volumes if validating else [], config.window, loss_fn, device,
                                       batch_size=config.batch_size, overlap=config.val_overlap, amp=config.amp)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_dice": val_dice,
                "lr": lr, "seconds": round(time.perf_counter() - t0, 3)}
-        improved = _record_epoch(progress, row, has_validation=bool(val_records))
+        improved = _record_epoch(progress, row, has_validation=bool(val_records)) if validating or not val_records \
+            else _append_epoch(progress, row)
         log.info("epoch %d/%d: train loss %.4f, val loss %.4f, val Dice %.4f%s", epoch + 1, config.epochs,
                  train_loss, val_loss, val_dice, " (best)" if improved else "")
         _save_epoch(_checkpoint(config, state, model, optimizer, scheduler, device, progress, epoch, out_dir),
@@ -506,8 +508,9 @@ def _build_model(config: TrainConfig, resume_ckpt: dict[str, Any] | None, out_di
         state = _ModelState(model, config, bool(getattr(model, "encoder_pretrained", False)), config.encoder_weights,
                             None)
     divisor = int(getattr(state.model, "size_divisor", 1))
-    if any(p % divisor for p in config.patch_size):
-        raise ValueError(f"patch_size {config.patch_size} must be a multiple of {divisor} for model {config.model!r}")
+    for name, size in (("patch_size", config.patch_size), ("inference_patch_size", config.window)):
+        if any(p % divisor for p in size):
+            raise ValueError(f"{name} {tuple(size)} must be a multiple of {divisor} for model {config.model!r}")
     state.model.encoder_pretrained = state.encoder_pretrained
     return state
 
@@ -606,6 +609,12 @@ def _train_one_epoch(model: torch.nn.Module, batches: Iterator[dict], optimizer:
     return float(np.mean(running))
 
 
+def _append_epoch(progress: _Progress, row: dict[str, Any]) -> bool:
+    """Append an epoch without validation (it cannot be the best); returns ``False``."""
+    progress.history.append(row)
+    return False
+
+
 def _record_epoch(progress: _Progress, row: dict[str, Any], *, has_validation: bool) -> bool:
     """Append ``row`` to the history; returns whether it is the best epoch so far (validation Dice,
     or the lowest training loss without validation data)."""
@@ -637,6 +646,7 @@ def _checkpoint(config: TrainConfig, state: _ModelState, model: torch.nn.Module,
         "config": config.to_dict(),
         "spacing_mm": list(config.spacing_mm or ()),
         "patch_size": list(config.patch_size),
+        "inference_patch_size": list(config.window),
         "encoder_pretrained": state.encoder_pretrained,
         "encoder_weights": state.encoder_weights,
         "parent": state.parent,

@@ -76,8 +76,13 @@ class OptimisationSettings(StrictModel):
         Share of patches centred on a lesion voxel (nnU-Net: 1/3); the rest are placed uniformly.
     augmentation
         :class:`AugmentationSettings`.
-    val_overlap
-        Sliding-window overlap of the per-epoch validation.
+    val_overlap, val_every
+        Sliding-window overlap of the validation, run every ``val_every`` epochs and after the last
+        (the best checkpoint is chosen among validated epochs).
+    inference_patch_size
+        Sliding-window size for validation and segmentation (``None``: ``patch_size``). The networks
+        are fully convolutional; a window covering a whole low-resolution image needs one forward
+        pass instead of several overlapping ones.
     cache
         Preprocessed volumes kept in memory (``'memory'``), on disk under the results root
         (``'disk'``), or re-read every time (``'none'``).
@@ -95,12 +100,21 @@ class OptimisationSettings(StrictModel):
     foreground_fraction: float = Field(1.0 / 3.0, ge=0, le=1)
     augmentation: AugmentationSettings = AugmentationSettings()
     val_overlap: float = Field(0.25, ge=0, lt=1)
+    val_every: int = Field(1, ge=1)
+    inference_patch_size: tuple[int, int, int] | None = None
     cache: Literal["memory", "disk", "none"] = "memory"
     num_workers: int = Field(0, ge=0)
     amp: bool = True
 
     @model_validator(mode="after")
     def _positive_patch(self) -> "OptimisationSettings":
-        if any(int(p) < 1 for p in self.patch_size):
-            raise ValueError(f"patch_size must be positive, got {self.patch_size}")
+        for name in ("patch_size", "inference_patch_size"):
+            value = getattr(self, name)
+            if value is not None and any(int(p) < 1 for p in value):
+                raise ValueError(f"{name} must be positive, got {value}")
         return self
+
+    @property
+    def window(self) -> tuple[int, int, int]:
+        """The sliding-window size of validation and segmentation."""
+        return tuple(self.inference_patch_size or self.patch_size)  # type: ignore[return-value]

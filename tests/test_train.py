@@ -230,3 +230,14 @@ def test_command_line_trains_finetunes_and_predicts(tmp_path, make_atlas_tree, m
         source = nib.load(bids.child_t1w_path(child, ent["sub"], ent["ses"]))
         assert nib.load(path).shape == source.shape
         np.testing.assert_allclose(nib.load(path).affine, source.affine)
+
+
+def test_validation_every_k_epochs_and_a_whole_volume_window(tmp_path, cases):
+    cfg = _config(epochs=4, val_every=3, inference_patch_size=(32, 32, 32))
+    result = train(cfg, cases[:1], cases[1:], tmp_path / "run")
+    validated = result.history["val_dice"].notna().tolist()
+    assert validated == [False, False, True, True]  # every third epoch, and the last
+    assert result.best_epoch in (3, 4)
+    assert load_checkpoint(result.checkpoint_best)["inference_patch_size"] == [32, 32, 32]
+    with pytest.raises(ValueError, match="inference_patch_size"):
+        train(_config(inference_patch_size=(30, 32, 32)), cases[:1], [], tmp_path / "bad")

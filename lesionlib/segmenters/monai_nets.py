@@ -122,6 +122,7 @@ class MonaiNetSegmenter(Segmenter):
             else "fixed number of iterations",
             "batch_size": s.batch_size, "patch_size": list(s.patch_size), "optimiser": "Adam", "lr": s.lr,
             "lr_schedule": s.lr_schedule, "augmentation": s.augmentation.describe(),
+            "inference_window": list(s.window), "validate_every_epochs": s.val_every,
             "model": dict(s.model) or "paper size", "inference_overlap": s.inference_overlap,
         }
 
