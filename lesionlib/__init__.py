@@ -4,23 +4,30 @@ A thin library behind the computational paper reproducing Lhermitte et al. (ISBI
 *Validating stroke lesion segmentation methods using MRI in children: transferability of
 deep learning models*. Where to find things:
 
-========================  ==========================================================
-``lesionlib.io``          NIfTI loading with validation, atomic writes
-``lesionlib.bids``        file naming (ATLAS v2.0 layout, child BIDS, derivatives)
-``lesionlib.data``        manifest, dataset discovery (``ImageRecord``), validation
-``lesionlib.synth``       synthetic ATLAS-like adult and CAP-like child cohorts
-``lesionlib.metrics``     Dice, Hausdorff, HD95, ASSD, lesion-wise F1, ...
-``lesionlib.models``      model registry (``unet``, ``resunet``) and MedicalNet weights
-``lesionlib.losses``      the training loss (Dice + cross-entropy)
-``lesionlib.samplers``    ATLAS subset rule, patch sampling, few-shot child splits
-``lesionlib.transforms``  preprocessing and augmentation pipelines
-``lesionlib.train``       one training loop (checkpointing, resume, fine-tuning)
-``lesionlib.predict``     sliding-window inference to NIfTI on the input grid
-``lesionlib.nnunet``      nnU-Net v2 bridge (export, plan, train, predict)
-``lesionlib.baselines``   LesionGnb (Gaussian naive Bayes) baseline
-``lesionlib.register``    SimpleITK registration, session-to-session mask propagation
-``lesionlib.reporting``   tables, figures, statistics and provenance for the book
-========================  ==========================================================
+=================================  ==========================================================
+``lesionlib.profile``              the typed profiles of ``experiments.yaml`` (every setting and default)
+``lesionlib.experiments``          the grid (cells of a profile) and the runner of its notebooks
+``lesionlib.cells``                what one cell does: train or fine-tune, then evaluate
+``lesionlib.splits``               ``make_splits``: training, validation and test images of every cell
+``lesionlib.segmenters``           the methods (U-Net, Res-U-Net, nnU-Net, LesionGnb) behind one contract
+``lesionlib.space``                voxel grids: the MNI grid, the template, ``same_grid``
+``lesionlib.io``                   NIfTI loading with validation, atomic writes
+``lesionlib.bids``                 file naming (ATLAS v2.0 layout, child BIDS, derivatives)
+``lesionlib.data``                 manifest, dataset discovery (``ImageRecord``), validation
+``lesionlib.synth``                synthetic ATLAS-like adult and CAP-like child cohorts
+``lesionlib.metrics``              Dice, Hausdorff, HD95, ASSD, lesion-wise F1, ...
+``lesionlib.models``               network registry (``unet``, ``resunet``) and MedicalNet weights
+``lesionlib.losses``               the training loss (Dice + cross-entropy)
+``lesionlib.training_settings``    optimisation and augmentation settings of the MONAI networks
+``lesionlib.samplers``             ATLAS subset rule, patch sampling, few-shot child splits
+``lesionlib.transforms``           preprocessing and augmentation pipelines
+``lesionlib.train``                the MONAI networks' training loop (checkpointing, resume, fine-tuning)
+``lesionlib.predict``              sliding-window inference to NIfTI on the input grid
+``lesionlib.nnunet``               nnU-Net v2 bridge (export, plan, preprocess, train, predict)
+``lesionlib.baselines``            LesionGnb (Gaussian naive Bayes) baseline
+``lesionlib.register``             SimpleITK registration, session-to-session mask propagation
+``lesionlib.reporting``            findings, tables, figures, statistics and provenance for the book
+=================================  ==========================================================
 """
 
 __version__ = "0.1.0"
