@@ -123,9 +123,35 @@ def test_intensity_augmentations_change_the_image_only(name):
 def test_paper_augmentation_has_the_four_transforms_and_no_flips():
     """The paper's augmentation: elastic, bias field, noise, motion; flips and affine only as extras."""
     paper = [type(t).__name__ for t in augmentation(AugmentationSettings()).transforms]
-    assert paper == ["Rand3DElasticd", "RandBiasFieldd", "RandGaussianNoised", "RandMotiond"]
+    assert paper == ["RandApplyd", "RandBiasFieldd", "RandGaussianNoised", "RandMotiond"]
+    assert type(augmentation(AugmentationSettings()).transforms[0].transform).__name__ == "Rand3DElasticd"
     extra = [type(t).__name__ for t in augmentation(AugmentationSettings(extra_spatial=True)).transforms]
     assert extra[:4] == ["RandFlipd", "RandFlipd", "RandFlipd", "RandAffined"] and extra[4:] == paper
+
+
+def test_elastic_deformation_runs_only_when_drawn():
+    """A wrapped transform that is not drawn costs nothing and leaves the patch untouched; drawn, it deforms."""
+    from monai.transforms import Rand3DElasticd
+
+    from lesionlib.transforms import RandApplyd
+
+    calls = []
+
+    class Counting(Rand3DElasticd):
+        def __call__(self, data, *args, **kwargs):
+            calls.append(1)
+            return super().__call__(data, *args, **kwargs)
+
+    elastic = Counting(keys=("image", "label"), prob=1.0, sigma_range=(5, 7), magnitude_range=(50, 100),
+                       mode=("bilinear", "nearest"))
+    never, always = RandApplyd(elastic, prob=0.0), RandApplyd(elastic, prob=1.0)
+    before = _patch()
+    assert torch.equal(never(_patch())["image"], before["image"]) and not calls
+    always.set_random_state(seed=5)
+    first = always(_patch())["image"]
+    always.set_random_state(seed=5)
+    assert torch.equal(always(_patch())["image"], first) and len(calls) == 2  # seeded through the wrapper
+    assert not torch.equal(first, before["image"])
 
 
 def test_disabled_augmentation_is_identity():
