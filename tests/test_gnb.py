@@ -157,6 +157,29 @@ def lesioned_template(centre_mm, radius_mm, rng) -> tuple[np.ndarray, np.ndarray
     return image.astype(np.float32), ball
 
 
+def with_head(image: np.ndarray) -> np.ndarray:
+    """A 3 mm MNI-grid image with a head around the template brain: dark extra-axial CSF and inner table
+    (0-4 mm), bright marrow (4-7), dark outer table (7-9), bright scalp fat (9-13), soft tissue (13-16)."""
+    from scipy import ndimage
+
+    brain = mni_template(RES_MM, "brain").get_fdata() > 0
+    dist = ndimage.distance_transform_edt(~brain, sampling=(RES_MM,) * 3)
+    head = np.select([dist <= 0, dist < 4, dist < 7, dist < 9, dist < 13, dist < 16],
+                     [0.0, 0.15, 0.75, 0.1, 1.3, 0.55], default=0.0)
+    return np.where(brain, image, head).astype(np.float32)
+
+
+def test_brain_mask_strips_a_synthetic_head():
+    from lesionlib.baselines.brain import brain_mask
+
+    brain = mni_template(RES_MM, "brain").get_fdata() > 0
+    image = with_head(mni_template(RES_MM).get_fdata(dtype=np.float32))
+    mask = brain_mask(image, (RES_MM,) * 3)
+    assert dice(mask, brain) > 0.9
+    scalp = (image > 1.0) & ~brain
+    assert scalp.sum() > 1000 and not (mask & scalp).any()
+
+
 def test_tissue_stand_in_agrees_with_the_template_and_calls_a_dark_lesion_csf():
     priors, brain = template_tissue_priors(RES_MM)
     image, ball = lesioned_template((-30.0, 0.0, 20.0), 15.0, np.random.default_rng(0))
@@ -222,6 +245,33 @@ def synthetic_cases(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fitted(synthetic_cases) -> LesionGnb:
     return LesionGnb(resolution_mm=RES_MM).fit(synthetic_cases["train"], progress=False)
+
+
+def test_gnb_on_whole_head_images(synthetic_cases, fitted, tmp_path):
+    """Whole-head images (ATLAS v2.0 is not skull-stripped): trained and tested with a head, the
+    skull and scalp never become lesion and the lesions are still found."""
+    _, affine = mni_grid(RES_MM)
+
+    def headed(record, name):
+        image = with_head(nib.load(record.image_path).get_fdata(dtype=np.float32))
+        return write_case(tmp_path, name, image, nib.load(record.mask_path).get_fdata() > 0, affine)
+
+    train = [headed(r, f"h{n}") for n, r in enumerate(synthetic_cases["train"])]
+    test = [headed(r, f"t{n}") for n, r in enumerate(synthetic_cases["test"])]
+    from scipy import ndimage
+
+    model = LesionGnb(resolution_mm=RES_MM).fit(train, progress=False)
+    brain = mni_template(RES_MM, "brain").get_fdata() > 0
+    outside_mm = ndimage.distance_transform_edt(~brain, sampling=(RES_MM,) * 3)
+    scores = []
+    for record, plain in zip(test, synthetic_cases["test"]):
+        pred = np.asanyarray(model.predict(record).dataobj) > 0
+        # at most the post-processing's smoothing spill (8 mm FWHM) beyond the brain; never the scalp
+        assert pred.any() and outside_mm[pred].max() <= 2 * RES_MM
+        scores.append(dice(pred, nib.load(record.mask_path).get_fdata()))
+        skull_stripped = np.asanyarray(fitted.predict(plain).dataobj) > 0
+        assert dice(pred, skull_stripped) > 0.7  # the head changes little
+    assert min(scores) > 0.1 and np.mean(scores) > 0.3, scores
 
 
 def test_gnb_learns_the_lesion_class(fitted):

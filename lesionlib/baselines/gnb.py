@@ -8,9 +8,16 @@ MATLAB/SPM12 toolbox is ``jcgriffis/lesion_gnb``. This is a re-implementation of
    (12 dof, mutual information) to the MNI152 2009a template (:func:`lesionlib.register.register_to_mni`)
    and resampled (linear) on the working grid :func:`lesionlib.space.mni_grid` at ``resolution_mm``
    (default 1.5 mm, the grid of SPM12's TPM on which the toolbox's normalised ``wc*`` maps live).
-   Adult ATLAS images are in MNI152 2009a space already and are only resampled.
-2. **Tissue maps** GM/WM/CSF: SPM12 segmentation is replaced by the stand-in of
-   :mod:`lesionlib.baselines.tissue` (intensity Gaussian mixture with MNI template priors).
+   Adult ATLAS images are in MNI152 2009a space already and are only resampled. ATLAS v2.0 and the
+   children's native scans are whole-head images while the template is skull-stripped, so what is
+   registered is a brain-extracted copy (:func:`lesionlib.baselines.brain.brain_extracted`, a
+   morphological mask), as FSL pipelines run BET before FLIRT; the toolbox's SPM12 normalisation
+   models skull and scalp with tissue classes of its own instead. The transform then moves the
+   whole-head image.
+2. **Tissue maps** GM/WM/CSF inside the template's brain mask (the registered MNI brain mask, the
+   toolbox's ``mask_ICV``; skull and scalp outside it are never analysed): SPM12 segmentation is
+   replaced by the stand-in of :mod:`lesionlib.baselines.tissue` (intensity Gaussian mixture with
+   MNI template priors).
 3. **Features** (:func:`lesion_features`): subject maps and template priors are smoothed with the
    same Gaussian kernel (8 mm FWHM; sigma = FWHM / (2 sqrt(2 ln 2)) / spacing, in voxels), subject
    maps are zeroed outside the brain mask, the brain is split at the midline (MNI x = 0) and the
@@ -59,6 +66,7 @@ from scipy import ndimage
 from sklearn.naive_bayes import GaussianNB
 from tqdm.auto import tqdm
 
+from lesionlib.baselines.brain import brain_extracted
 from lesionlib.baselines.tissue import TissueMaps, segment_tissues, template_tissue_priors
 from lesionlib.data.records import ImageRecord
 from lesionlib.io import DataValidationError, atomic_path, load_nifti
@@ -227,11 +235,16 @@ class MniCase(NamedTuple):
 
 
 def prepare_case(image: nib.Nifti1Image, *, resolution_mm: float, register: bool, dof: int = 12,
-                 prior_floor: float = 0.1, settings: RegistrationSettings = RegistrationSettings()) -> MniCase:
-    """Register (if ``register``) and resample ``image`` to the MNI grid, then segment GM/WM/CSF."""
+                 prior_floor: float = 0.1, settings: RegistrationSettings = RegistrationSettings(),
+                 brain_extraction: bool = True) -> MniCase:
+    """Register (if ``register``; a brain-extracted copy if ``brain_extraction``) and resample ``image``
+    to the MNI grid, then segment GM/WM/CSF inside the template's brain mask."""
     shape, affine = mni_grid(resolution_mm)
     reference = nib.Nifti1Image(np.zeros(shape, dtype=np.float32), affine)
-    transform = register_to_mni(image, resolution_mm=max(resolution_mm, 2.0), dof=dof, settings=settings) if register else None
+    transform = None
+    if register:
+        moving = brain_extracted(image) if brain_extraction else image
+        transform = register_to_mni(moving, resolution_mm=max(resolution_mm, 2.0), dof=dof, settings=settings)
     in_mni = resample_to(image, reference, transform, interpolation="linear")
     priors, brain = template_tissue_priors(resolution_mm)
     tissue = segment_tissues(in_mni.get_fdata(dtype=np.float32), priors, brain, prior_floor=prior_floor)
@@ -283,6 +296,9 @@ class LesionGnb:
         Flat-prior weight of the tissue-segmentation stand-in.
     affected
         ``'auto'``, ``'L'`` or ``'R'``: hemisphere analysed at prediction time.
+    brain_extraction
+        Register a brain-extracted copy of native-space images (whole-head T1w; see step 1);
+        ``False`` for images that are brain-extracted already.
     seed
         For voxel subsampling and the segmentation's initialisation.
     """
@@ -299,6 +315,7 @@ class LesionGnb:
     registration_dof: int = 12
     prior_floor: float = 0.1
     affected: Literal["auto", "L", "R"] = "auto"
+    brain_extraction: bool = True
     seed: int = 0
     classifier_: GaussianNB | None = field(default=None, repr=False)
     n_training_voxels_: dict[str, int] = field(default_factory=dict, repr=False)
@@ -324,7 +341,7 @@ class LesionGnb:
     def _prepare(self, image: nib.Nifti1Image, register: bool) -> MniCase:
         return prepare_case(image, resolution_mm=self.resolution_mm, register=register,
                             dof=self.registration_dof, prior_floor=self.prior_floor,
-                            settings=RegistrationSettings(seed=self.seed))
+                            settings=RegistrationSettings(seed=self.seed), brain_extraction=self.brain_extraction)
 
     def features(self, case: MniCase, affected: Hemisphere | Literal["auto"] = "auto"
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Hemisphere]:
