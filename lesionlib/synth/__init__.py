@@ -5,8 +5,9 @@
 * :func:`generate_child_cohort`: CAP-like children (12-48 months, two sessions 90 days
   apart) with perinatal-stroke lesions, in native space (LPS, anisotropic voxels), BIDS.
 
-Both are deterministic from their seed (same seed, same bytes) and idempotent. Command line:
-``lesionlib synth``.
+Both are whole-head images (the adults defaced, as ATLAS v2.0's) with brain-only lesion masks,
+deterministic from their seed (same seed, same bytes) and idempotent. Command line:
+``lesionlib synth``. :mod:`lesionlib.synth.realism` measures how close they are to real data.
 """
 
 from lesionlib.synth.adult import generate_adult_cohort

@@ -112,6 +112,8 @@ class ChildSession:
 
 @dataclass
 class Child:
+    """One synthesised child: both sessions, the working-grid anatomy and lesion, and metadata."""
+
     subject: str
     age_months: float
     sex: str
@@ -151,6 +153,9 @@ def synthesize_child(index: int, seed: int = 0, resolution_mm: float = 1.0) -> C
     atrophy = 0.03 + 0.08 * spec.volume_ml / lesions.CHILD_VOLUME_RANGE_ML[1]
     side = -1.0 if spec.hemisphere == "left" else 1.0
     anat[0] *= 1.0 + atrophy / (1.0 + np.exp(-side * anat[0] / 4.0))  # ipsilateral hemisphere shrinks
+    # the large warps change the brain volume by up to ~15%: rescale so the volume is the drawn one
+    anat = deform.match_brain_volume(templates, anat, affine, volume_fraction * float(templates.brain.sum())
+                                     * deform.voxel_volume_ml(templates.affine))
     tissues = deform.sample_templates(templates, anat, affine)
     youth = float(np.clip((48.0 - age) / 36.0, 0.0, 1.0))
     lesions.enlarge_ventricles(tissues, "both", float(rng.uniform(0.5, 1.5)) * (0.5 + 0.5 * youth))

@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import numpy as np
 from scipy import ndimage
 
-from lesionlib.space import MniVolumes, voxel_centres_mm
+from lesionlib.space import MniVolumes, voxel_centres_mm, voxel_volume_ml
 
 __all__ = [
     "BRAIN_CENTRE_MM",
@@ -38,7 +38,9 @@ __all__ = [
     "deformation_coordinates",
     "SubjectTissues",
     "sample_templates",
+    "match_brain_volume",
     "single_threaded",
+    "voxel_volume_ml",
 ]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -244,3 +246,25 @@ def sample_templates(templates: MniVolumes, anat_mm: np.ndarray, affine: np.ndar
     wm = np.clip(np.minimum(wm, brain - gm), 0.0, 1.0)
     csf = np.clip(brain - gm - wm, 0.0, 1.0)
     return SubjectTissues(gm=gm, wm=wm, csf=csf, anat_mm=anat_mm, affine=np.asarray(affine, dtype=float))
+
+
+def match_brain_volume(templates: MniVolumes, anat_mm: np.ndarray, affine: np.ndarray, target_ml: float,
+                       centre_mm: Sequence[float] = BRAIN_CENTRE_MM) -> np.ndarray:
+    """Template coordinates rescaled about ``centre_mm`` so that the subject's brain holds ``target_ml``.
+
+    The brain volume of the mapping ``anat_mm`` (``(3, *shape)``, on the grid of ``affine``) is
+    measured on every ``round(2 mm / voxel)``-th voxel (the brain fraction's sum), and template
+    coordinates are scaled by ``(volume / target)^(1/3)``, which scales the subject's brain volume
+    by the inverse cube. Returns a new array.
+    """
+    spacing = float(np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)).min())
+    step = max(1, int(round(2.0 / spacing)))
+    sub = np.ascontiguousarray(anat_mm[:, ::step, ::step, ::step])
+    sub_affine = np.asarray(affine, dtype=float).copy()
+    sub_affine[:3, :3] *= step
+    volume_ml = float(sample_templates(templates, sub, sub_affine).brain.sum()) * voxel_volume_ml(sub_affine)
+    if volume_ml <= 0 or target_ml <= 0:
+        return anat_mm.copy()
+    scale = np.float32((volume_ml / target_ml) ** (1.0 / 3.0))
+    centre = np.asarray(centre_mm, dtype=np.float32).reshape(3, *([1] * (anat_mm.ndim - 1)))
+    return centre + scale * (anat_mm - centre)

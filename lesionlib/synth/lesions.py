@@ -435,7 +435,8 @@ def _territory_seed(tissues: SubjectTissues, spec: LesionSpec, candidates: np.nd
         if box is None:
             box = _box_around(np.array(tissues.shape) // 2, np.array(tissues.shape), tissues.shape)
         anat = _sub(tissues.anat_mm, box)
-        ok = candidates[box] & _allowed_region(anat, spec) & (territory.normalised_radius(anat, spec.hemisphere) <= limit)
+        ok = (candidates[box] & _allowed_region(anat, spec)
+              & (territory.normalised_radius(anat, spec.hemisphere) <= limit))
         if exclude is not None:
             ok &= ~exclude[box]
         seeds = np.flatnonzero(ok)
@@ -719,11 +720,11 @@ def paint_lesions(tissues: SubjectTissues, lesion_mask: np.ndarray, rng: np.rand
     from the lesion border, gliosis (``tissues.gliosis``) in the rim, blended linearly in between.
     ``heterogeneity`` (0-1, needs ``rng``) blends that depth profile with random patches (a smooth
     ~4 mm field) so that the core holds gliotic patches and the rim cystic ones (mixed signal of
-    encephalomalacia; the cavity share of the core falls from 1 towards ~0.5); ``spared_fraction`` (0-1) keeps up to that fraction of the original GM/WM
-    inside the mask, varying smoothly (partially damaged tissue). Just outside the mask a
-    partial-volume fringe (up to 60% lesion) softens the edge. With ``ex_vacuo_mm > 0``, CSF
-    spaces within that distance of the lesion widen (a local grey-scale dilation of the CSF map,
-    ``ex_vacuo_strength`` of the way).
+    encephalomalacia; the cavity share of the core falls from 1 towards ~0.5); ``spared_fraction``
+    (0-1) keeps up to that fraction of the original GM/WM inside the mask, varying smoothly
+    (partially damaged tissue). Just outside the mask a partial-volume fringe (up to 60% lesion)
+    softens the edge. With ``ex_vacuo_mm > 0``, CSF spaces within that distance of the lesion widen
+    (a local grey-scale dilation of the CSF map, ``ex_vacuo_strength`` of the way).
     """
     if not lesion_mask.any():
         return

@@ -54,7 +54,7 @@ __all__ = [
     "POSTERIOR_FOSSA_Z_MM", "surface_voxel_count", "sphericity", "LesionShape", "lesion_shape", "lesion_table",
     "tissue_class_means", "contrast_ratios", "nonlinear_residual_mm", "summarise_lesions", "anatomy_table",
     "summarise_anatomy", "ReferenceFigure", "REFERENCES", "reference_table", "realism_report",
-    "expected_child_brain_fraction", "plot_realism",
+    "expected_child_brain_fraction", "plot_realism", "REALISM_FILES", "RealismReport", "write_realism_report",
 ]
 
 _FACES = ndimage.generate_binary_structure(3, 1)
@@ -203,8 +203,8 @@ def nonlinear_residual_mm(tissues: "SubjectTissues", *, max_points: int = 50_000
 
 def expected_child_brain_fraction(age_months: float | np.ndarray) -> np.ndarray:
     """Brain volume as a fraction of the adult's, by age: 0.72 at 12 months and 0.83 at 24 months
-    (Knickmeyer et al. 2008), then linearly towards 0.95 at 72 months (Giedd et al. 1999: ~95% at 6 years).
-    The synthetic children's brains are drawn around this curve."""
+    (Knickmeyer et al. 2008), then linearly towards 0.95 at 72 months (~95% at 6 years: Giedd et al.
+    1999, as cited by Peper et al. 2009). The synthetic children's brains are drawn around this curve."""
     return np.interp(np.asarray(age_months, dtype=float), [12.0, 24.0, 72.0], [0.72, 0.83, 0.95])
 
 
@@ -460,7 +460,8 @@ def plot_realism(lesions: pd.DataFrame, anatomy: pd.DataFrame | None = None) -> 
     ax.plot([12, 24], [0.72, 0.83], "ks", label="Knickmeyer et al. 2008")
     if anatomy is not None and len(anatomy):
         ch = anatomy[anatomy["cohort"] == "child"]
-        ax.plot(ch["age_months"], ch["brain_fraction_of_adult"], "o", color=colours["child"], label="synthetic children")
+        ax.plot(ch["age_months"], ch["brain_fraction_of_adult"], "o", color=colours["child"],
+                label="synthetic children")
     ax.set(xlabel="age (months)", ylabel="brain volume / adult", title="Child brain volume")
     ax.legend(fontsize=7)
     ax = axes[1, 2]
@@ -476,3 +477,52 @@ def plot_realism(lesions: pd.DataFrame, anatomy: pd.DataFrame | None = None) -> 
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------- the report files
+REALISM_FILES = {"report": "realism.csv", "lesions": "realism_lesions.csv", "anatomy": "realism_anatomy.csv",
+                 "summary": "realism_summary.csv", "figure": "realism.png"}
+"""File names the data notebook writes into ``<results>/<profile>/_report/`` (the book reads them)."""
+
+
+@dataclass
+class RealismReport:
+    """The realism report of a profile's cohorts (the tables also written by :func:`write_realism_report`)."""
+
+    report: pd.DataFrame
+    lesions: pd.DataFrame
+    anatomy: pd.DataFrame
+    summary: pd.DataFrame
+    figure: Path
+
+
+def write_realism_report(records: Sequence["ImageRecord"], out_dir: Path, *, adult_root: Path | None = None,
+                         child_root: Path | None = None, progress: bool = False) -> RealismReport:
+    """Measure the cohorts' lesions (every labelled record) and, for synthetic cohorts, the anatomy
+    columns of their ``participants.tsv``; write :data:`REALISM_FILES` into ``out_dir``.
+
+    ``realism.csv`` is :func:`realism_report` (ours beside the reference figures), ``realism_lesions.csv``
+    one row per mask (:func:`lesion_table`), ``realism_anatomy.csv`` :func:`anatomy_table`,
+    ``realism_summary.csv`` :func:`summarise_lesions` and ``realism.png`` :func:`plot_realism`.
+    """
+    import matplotlib.pyplot as plt
+
+    from lesionlib.io import atomic_path
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lesions = lesion_table(records, progress=progress)
+    anatomy = anatomy_table(adult_root, child_root)
+    report = realism_report(lesions, anatomy)
+    summary = summarise_lesions(lesions) if len(lesions) else pd.DataFrame()
+    for key, df, index in (("report", report, False), ("lesions", lesions, False), ("anatomy", anatomy, False),
+                           ("summary", summary, True)):
+        with atomic_path(out_dir / REALISM_FILES[key]) as tmp:
+            df.to_csv(tmp, index=index, index_label="cohort" if index else None)
+    fig = plot_realism(lesions, anatomy)
+    figure = out_dir / REALISM_FILES["figure"]
+    with atomic_path(figure) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+    log.info("realism report: %d masks, %d subjects with anatomy columns -> %s", len(lesions), len(anatomy), out_dir)
+    return RealismReport(report=report, lesions=lesions, anatomy=anatomy, summary=summary, figure=figure)
