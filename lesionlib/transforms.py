@@ -15,8 +15,9 @@ Arrays are channel-first ``(C=1, X, Y, Z)`` MONAI ``MetaTensor``s whose ``.affin
 indices to world millimetres (RAS+, NIfTI convention), kept up to date by every spatial step;
 :mod:`lesionlib.predict` uses it to map predictions back onto the input image's grid.
 
-"Brain" means nonzero voxels: correct for skull-stripped images (ATLAS v2.0, the synthetic
-cohorts); for images with a head and background noise it is the whole field of view.
+"Brain" means nonzero voxels: for skull-stripped images the brain; for whole-head images with a
+zero background (ATLAS v2.0, defaced, and the synthetic cohorts) the head; for images with
+background noise the whole field of view.
 """
 
 from __future__ import annotations
