@@ -164,3 +164,47 @@ def test_plot_realism_draws_six_panels():
     matplotlib.use("Agg")
     fig = realism.plot_realism(lesion_rows(), None)
     assert len(fig.axes) == 6
+
+
+def test_write_realism_report_measures_masks_on_disk(tmp_path):
+    import nibabel as nib
+
+    from lesionlib.data.records import ImageRecord
+    from lesionlib.space import mni_grid
+
+    shape, affine = mni_grid(3.0)
+    records = []
+    for n, centre_z in enumerate((20, 5)):  # voxel index 5 along z is z = -57 mm: posterior fossa
+        mask = np.zeros(shape, np.uint8)
+        mask[30:34, 40:44, centre_z:centre_z + 3] = 1
+        mask[20, 20, 40] = 1  # a second component
+        path = tmp_path / f"adult{n}_mask.nii.gz"
+        nib.save(nib.Nifti1Image(mask, affine), path)
+        records.append(ImageRecord("synthetic_adult", f"a{n}", "1", path, path, domain="adult"))
+    native = np.diag([-3.0, -3.0, 3.6, 1.0])
+    mask = np.zeros((40, 40, 30), np.uint8)
+    mask[10:20, 10:20, 10:18] = 1
+    path = tmp_path / "child_mask.nii.gz"
+    nib.save(nib.Nifti1Image(mask, native), path)
+    records.append(ImageRecord("synthetic_child", "01", "1", path, path, domain="child"))
+    adult_root, child_root = tmp_path / "adult", tmp_path / "child"
+    adult_root.mkdir()
+    child_root.mkdir()
+    (adult_root / "participants.tsv").write_text(
+        "participant_id\tbrain_volume_ml\twm_gm_ratio\tcsf_wm_ratio\nsub-a0\t1800\t1.25\t0.55\nsub-a1\t1900\t1.27\t0.54\n")
+    (child_root / "participants.tsv").write_text(
+        "participant_id\tage_months\tbrain_volume_ml\twm_gm_ratio\tcsf_wm_ratio\nsub-01\t14.0\t1360\t1.14\t0.68\n")
+    out = realism.write_realism_report(records, tmp_path / "report", adult_root=adult_root, child_root=child_root)
+    for name in realism.REALISM_FILES.values():
+        assert (tmp_path / "report" / name).is_file()
+    lesions = pd.read_csv(tmp_path / "report" / realism.REALISM_FILES["lesions"])
+    adults = lesions[lesions["domain"] == "adult"]
+    assert list(adults["n_components"]) == [2, 2] and list(adults["posterior_fossa"]) == [False, True]
+    child = lesions[lesions["domain"] == "child"].iloc[0]
+    assert pd.isna(child["posterior_fossa"]) and child["volume_ml"] == pytest.approx(800 * 9 * 3.6 / 1000)
+    assert out.anatomy.loc[out.anatomy["cohort"] == "child", "brain_fraction_of_adult"].iloc[0] == \
+        pytest.approx(1360 / 1850)
+    report = pd.read_csv(tmp_path / "report" / realism.REALISM_FILES["report"], keep_default_na=False)
+    assert (report["cohort"] == "child").any() and (report["ours"] != "").all()
+    assert report.loc[report["quantity"].str.contains("below MNI z") & (report["cohort"] == "adult"), "ours"].iloc[0] \
+        == "0.50"
