@@ -279,21 +279,8 @@ def adult_lesions_1mm():
     """Shape statistics of the first 50 adult plans (seed 2024) grown on the unwarped 1 mm template:
     the generator's lesion model at the resolution of ATLAS and of the issue's figures."""
     from lesionlib.synth import realism
-    from lesionlib.synth.adult import adult_lesion_plan
 
-    templates = mni_volumes(1.0)
-    shape, affine = mni_grid(1.0)
-    tissues = deform.sample_templates(templates, deform.deformation_coordinates(shape, affine, np.eye(4)), affine)
-    rows = []
-    for i in range(50):
-        rng = np.random.default_rng([2024, 0, i])
-        plan = adult_lesion_plan(2024, i, rng)
-        mask = np.zeros(shape, dtype=bool)
-        for lesion in lesions.grow_plan(tissues, plan, rng):
-            mask |= lesion.mask
-        stats = realism.lesion_shape(mask, affine, mni_space=True)
-        rows.append({**stats.as_dict(), "target_volume_ml": plan.total_volume_ml, "n_lesions": len(plan.lesions)})
-    return rows
+    return realism.adult_lesion_sample_1mm(2024, 50).to_dict("records")
 
 
 def test_adult_lesions_at_1mm_are_irregular(adult_lesions_1mm):

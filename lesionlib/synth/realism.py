@@ -55,6 +55,7 @@ __all__ = [
     "tissue_class_means", "contrast_ratios", "nonlinear_residual_mm", "summarise_lesions", "anatomy_table",
     "summarise_anatomy", "ReferenceFigure", "REFERENCES", "reference_table", "realism_report",
     "expected_child_brain_fraction", "plot_realism", "REALISM_FILES", "RealismReport", "write_realism_report",
+    "adult_lesion_sample_1mm",
 ]
 
 _FACES = ndimage.generate_binary_structure(3, 1)
@@ -153,6 +154,32 @@ def lesion_table(records: Iterable["ImageRecord"], *, progress: bool = False) ->
 
 
 # --------------------------------------------------------------------------- anatomy
+def adult_lesion_sample_1mm(seed: int, n_subjects: int = 50) -> pd.DataFrame:
+    """Shape statistics (:func:`lesion_shape`) of the first ``n_subjects`` adult lesion plans of ``seed``
+    grown at 1 mm on the unwarped template: the generator's lesion model at the resolution of ATLAS
+    and of the reference figures, for cohorts generated on coarser grids (whose voxel sphericity is
+    not comparable). Rows carry ``domain = 'adult (1 mm sample)'``, ``target_volume_ml`` and ``n_lesions``.
+    About 0.5 s per plan on one core."""
+    from lesionlib.space import mni_volumes
+    from lesionlib.synth import deform, lesions
+    from lesionlib.synth.adult import ADULT_STREAM, adult_lesion_plan
+
+    shape, affine = mni_grid(1.0)
+    tissues = deform.sample_templates(mni_volumes(1.0), deform.deformation_coordinates(shape, affine, np.eye(4)),
+                                      affine)
+    rows = []
+    for index in range(n_subjects):
+        rng = np.random.default_rng([seed, ADULT_STREAM, index])
+        plan = adult_lesion_plan(seed, index, rng)
+        mask = np.zeros(shape, dtype=bool)
+        for lesion in lesions.grow_plan(tissues, plan, rng):
+            mask |= lesion.mask
+        rows.append({"case_id": f"plan-{index:03d}", "subject": str(index), "domain": "adult (1 mm sample)",
+                     "resolution_mm": 1.0, **lesion_shape(mask, affine, mni_space=True).as_dict(),
+                     "target_volume_ml": plan.total_volume_ml, "n_lesions": len(plan.lesions)})
+    return pd.DataFrame(rows)
+
+
 def tissue_class_means(image: np.ndarray, brain: np.ndarray, *, seed: int = 0,
                        max_samples: int = 10_000) -> tuple[float, float, float]:
     """Means of a 3-class Gaussian mixture on the intensities inside ``brain`` (bool), sorted: CSF, GM, WM.
@@ -373,10 +400,16 @@ def realism_report(lesions: pd.DataFrame, anatomy: pd.DataFrame | None = None) -
                      "reference": ref.value if ref else "n/a", "kind": ref.kind if ref else "",
                      "source": ref.source if ref else "no reference figure"})
 
-    for cohort in ("adult", "child"):
+    for cohort in ("adult", "adult (1 mm sample)", "child"):
         if cohort not in summary.index:
             continue
         s = summary.loc[cohort]
+        if cohort == "adult (1 mm sample)":  # the lesion model at the reference's resolution
+            rows.extend({"cohort": cohort, "quantity": refs[("adult", key)].quantity, "ours": _fmt(s[key]),
+                         "reference": refs[("adult", key)].value, "kind": refs[("adult", key)].kind,
+                         "source": refs[("adult", key)].source}
+                        for key in ("median_sphericity", "share_multi_component", "share_posterior_fossa"))
+            continue
         add(cohort, "volume_range_ml", f"{_fmt(s['volume_min_ml'], 2)}-{_fmt(s['volume_max_ml'], 3)}")
         add(cohort, "volume_mean_ml", _fmt(s["volume_mean_ml"], 3))
         add(cohort, "volume_median_ml", _fmt(s["volume_median_ml"], 3), "lesion volume median (mL)")
@@ -419,7 +452,7 @@ def plot_realism(lesions: pd.DataFrame, anatomy: pd.DataFrame | None = None) -> 
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
-    colours = {"adult": "tab:blue", "child": "tab:orange"}
+    colours = {"adult": "tab:blue", "child": "tab:orange", "adult (1 mm sample)": "tab:green"}
     lesioned = lesions[lesions["volume_ml"] > 0] if len(lesions) else lesions
     ax = axes[0, 0]
     for cohort, df in lesioned.groupby("domain"):
@@ -427,6 +460,9 @@ def plot_realism(lesions: pd.DataFrame, anatomy: pd.DataFrame | None = None) -> 
     for x in (np.log10(0.003), np.log10(469)):
         ax.axvline(x, color="k", linestyle=":", linewidth=1)
     ax.axvline(np.log10(5.0), color="k", linewidth=1, label="ATLAS v2.0 median, range")
+    for x in (np.log10(2.5), np.log10(172.0)):
+        ax.axvline(x, color="tab:orange", linestyle=":", linewidth=1)
+    ax.plot([], [], color="tab:orange", linestyle=":", label="paper's children: range")
     ax.set(xlabel="lesion volume (log10 mL)", ylabel="density", title="Volume")
     ax.legend(fontsize=7)
     ax = axes[0, 1]
@@ -437,11 +473,12 @@ def plot_realism(lesions: pd.DataFrame, anatomy: pd.DataFrame | None = None) -> 
     ax.set(xlabel="voxel sphericity (clipped at 2)", title="Shape")
     ax.legend(fontsize=7)
     ax = axes[0, 2]
-    width = 0.38
-    for k, (cohort, df) in enumerate(lesioned.groupby("domain")):
+    groups = list(lesioned.groupby("domain"))
+    width = 0.8 / max(len(groups), 1)
+    for k, (cohort, df) in enumerate(groups):
         counts = df["n_components"].clip(upper=5).value_counts(normalize=True).reindex(range(1, 6), fill_value=0)
-        ax.bar(np.arange(1, 6) + (k - 0.5) * width, counts.values, width=width, color=colours.get(cohort),
-               label=f"{cohort}: {(df['n_components'] > 1).mean():.0%} > 1")
+        ax.bar(np.arange(1, 6) + (k - (len(groups) - 1) / 2) * width, counts.values, width=width,
+               color=colours.get(cohort), label=f"{cohort}: {(df['n_components'] > 1).mean():.0%} > 1")
     ax.axhline(0.32, color="k", linewidth=1, label="SOOP: 32% single (68% > 1)")
     ax.set(xticks=range(1, 6), xticklabels=["1", "2", "3", "4", "5+"], xlabel="connected components (26-conn.)",
            ylabel="share of masks", title="Multi-focality")
@@ -497,9 +534,13 @@ class RealismReport:
 
 
 def write_realism_report(records: Sequence["ImageRecord"], out_dir: Path, *, adult_root: Path | None = None,
-                         child_root: Path | None = None, progress: bool = False) -> RealismReport:
+                         child_root: Path | None = None, sample_1mm: pd.DataFrame | None = None,
+                         progress: bool = False) -> RealismReport:
     """Measure the cohorts' lesions (every labelled record) and, for synthetic cohorts, the anatomy
     columns of their ``participants.tsv``; write :data:`REALISM_FILES` into ``out_dir``.
+
+    ``sample_1mm`` (:func:`adult_lesion_sample_1mm`) adds the generator's lesions at 1 mm, for
+    cohorts generated on coarser grids.
 
     ``realism.csv`` is :func:`realism_report` (ours beside the reference figures), ``realism_lesions.csv``
     one row per mask (:func:`lesion_table`), ``realism_anatomy.csv`` :func:`anatomy_table`,
@@ -512,6 +553,9 @@ def write_realism_report(records: Sequence["ImageRecord"], out_dir: Path, *, adu
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     lesions = lesion_table(records, progress=progress)
+    if sample_1mm is not None and len(sample_1mm):
+        lesions = pd.concat([lesions, sample_1mm[[c for c in sample_1mm if c in lesions or not len(lesions)]]],
+                            ignore_index=True)
     anatomy = anatomy_table(adult_root, child_root)
     report = realism_report(lesions, anatomy)
     summary = summarise_lesions(lesions) if len(lesions) else pd.DataFrame()
