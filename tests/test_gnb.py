@@ -337,7 +337,8 @@ def test_gnb_rejects_a_mask_on_another_grid(tmp_path, synthetic_cases):
 # --------------------------------------------------------------------------- the synthetic cohorts
 @pytest.mark.slow
 def test_gnb_trained_on_synthetic_adults_segments_synthetic_children(tmp_path):
-    """Adult-trained LesionGnb on native-space synthetic children (3 mm) beats all-background (Dice 0)."""
+    """Adult-trained LesionGnb on native-space, whole-head synthetic children (3 mm) beats all-background
+    (Dice 0) clearly."""
     synth = pytest.importorskip("lesionlib.synth")
     from lesionlib.data import discover_atlas, discover_child_bids
 
@@ -353,7 +354,9 @@ def test_gnb_trained_on_synthetic_adults_segments_synthetic_children(tmp_path):
         assert pred.shape == truth.shape
         np.testing.assert_allclose(pred.affine, truth.affine)
         scores.append(dice(np.asanyarray(pred.dataobj), np.asanyarray(truth.dataobj)))
-    assert np.mean(scores) > 0.3, scores
+    # realistic children (whole head, mixed-signal lesions, non-affine shape differences) are hard for a
+    # 6-adult model; a broken registration or tissue model gives ~0 (measured 0.01 before brain extraction)
+    assert np.mean(scores) > 0.15 and max(scores) > 0.3, scores
 
 
 def test_lesiongnb_commands_fit_and_predict(synthetic_cases, tmp_path):
