@@ -283,6 +283,15 @@ def adult_lesions_1mm():
     return realism.adult_lesion_sample_1mm(2024, 50).to_dict("records")
 
 
+def test_adult_plan_is_drawn_first_so_it_does_not_depend_on_the_grid(adult_subjects):
+    from lesionlib.synth.adult import adult_lesion_plan
+
+    for i, subject in enumerate(adult_subjects):
+        plan = adult_lesion_plan(SEED, i, np.random.default_rng([SEED, 0, i]))
+        assert subject.info["target_volume_ml"] == pytest.approx(plan.total_volume_ml)
+        assert subject.info["n_lesions"] == len(plan.lesions)
+
+
 def test_adult_lesions_at_1mm_are_irregular(adult_lesions_1mm):
     """Issue #12: median voxel sphericity <= 0.8 (real masks ~0.7; the first generator 0.93)."""
     sphericity = np.array([r["sphericity"] for r in adult_lesions_1mm])

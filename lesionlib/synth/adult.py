@@ -111,6 +111,7 @@ def synthesize_adult_subject(index: int, seed: int = 0, resolution_mm: float = 1
     Returns arrays of shape :func:`lesionlib.space.mni_grid` ``(resolution_mm)[0]``.
     """
     rng = np.random.default_rng([seed, ADULT_STREAM, index])
+    plan = adult_lesion_plan(seed, index, rng)  # first: the same plan at every resolution
     subject = adult_subject_label(index)
     site = bids.atlas_site_of(subject)
     templates = mni_volumes(float(resolution_mm))
@@ -123,7 +124,6 @@ def synthesize_adult_subject(index: int, seed: int = 0, resolution_mm: float = 1
     del displacement
     tissues = deform.sample_templates(templates, anat, affine)
 
-    plan = adult_lesion_plan(seed, index, rng)
     grown = lesions.grow_plan(tissues, plan, rng)
     mask = np.zeros(shape, dtype=bool)
     for lesion in grown:

@@ -155,10 +155,11 @@ def lesion_table(records: Iterable["ImageRecord"], *, progress: bool = False) ->
 
 # --------------------------------------------------------------------------- anatomy
 def adult_lesion_sample_1mm(seed: int, n_subjects: int = 50) -> pd.DataFrame:
-    """Shape statistics (:func:`lesion_shape`) of the first ``n_subjects`` adult lesion plans of ``seed``
-    grown at 1 mm on the unwarped template: the generator's lesion model at the resolution of ATLAS
-    and of the reference figures, for cohorts generated on coarser grids (whose voxel sphericity is
-    not comparable). Rows carry ``domain = 'adult (1 mm sample)'``, ``target_volume_ml`` and ``n_lesions``.
+    """Shape statistics (:func:`lesion_shape`) of the lesion plans of the first ``n_subjects`` adults of
+    ``seed`` (each subject draws its plan first, so it is the same at every resolution) grown at 1 mm
+    on the unwarped template: the generator's lesion model at the resolution of ATLAS and of the
+    reference figures, for cohorts generated on coarser grids (whose voxel sphericity is not
+    comparable). Rows carry ``domain = 'adult (1 mm sample)'``, ``target_volume_ml`` and ``n_lesions``.
     About 0.5 s per plan on one core."""
     from lesionlib.space import mni_volumes
     from lesionlib.synth import deform, lesions
