@@ -9,32 +9,35 @@ Sampling happens in two steps so that volumes follow the target distribution exa
    volume law; how it is split does not change it.
 
    Adult plans are multi-focal in most subjects, as real stroke masks are (68% of 1449 SOOP
-   acute masks have more than one 26-connected component; ``/work/shared/NOTES.md``): besides the
-   main lesion, 0-5 extra lesions (:data:`ADULT_EXTRA_COUNT_PROBABILITIES`, 55% of plans have at
-   least one) of three kinds: *satellites* next to the main lesion (embolic showers, cortical
-   islands), *lacunes* (small deep infarcts, at most 1.5 mL, basal ganglia / thalamus / corona
-   radiata / pons) and *remote* lesions (another territory, often the other hemisphere). A share
-   :data:`ADULT_POSTERIOR_FOSSA_SHARE` (12%) of main lesions lies in the posterior fossa
-   (cerebellum, brainstem), whose extra lesions mostly stay there; SOOP has about 11% of masks
-   centred below z = -20 mm.
+   acute masks have more than one 26-connected component; ``/work/shared/NOTES.md``): besides
+   the main lesion, 0-5 extra lesions (:data:`ADULT_EXTRA_COUNT_PROBABILITIES`, 64% of plans
+   have at least one) of three kinds: *satellites* next to the main lesion (embolic showers,
+   cortical islands), *lacunes* (small deep infarcts, at most 1.5 mL, basal ganglia / thalamus /
+   corona radiata / pons / cerebellum) and *remote* lesions (another territory, often the other
+   hemisphere). A share :data:`ADULT_POSTERIOR_FOSSA_SHARE` (12%) of main lesions lies in the
+   posterior fossa (cerebellum, brainstem), whose extra lesions mostly stay there (a main lesion
+   larger than its structure holds spills over into the other cerebellar hemisphere, the
+   brainstem, then the PCA territory: :data:`POSTERIOR_FOSSA_MAX_ML`); SOOP has about 11% of
+   masks centred below z = -20 mm. The cohort generator stratifies the location and the number
+   of lesions over subjects.
 2. :func:`grow_lesion` realises one spec on a subject's grid as exactly
    ``K = max(1, round(volume / voxel volume))`` parenchyma voxels: those with the highest score
 
    ``-(1 - w) q(d) / r^2 - w e^2 + a N + b (WM - GM) + v P - 3 max(e - 1, 0)``
 
    where ``q(d)`` is the squared distance to the seed in an elongated (prolate, volume-keeping)
-   metric whose long axis is random (for deep lesions close to the superior-inferior direction of
-   the corona radiata and internal capsule: tract-like), ``r`` the radius of a ball of the target
-   volume, ``e`` the ellipsoidal radius of the vascular territory (weight ``w``: large infarcts
-   fill their territory), ``N`` multi-scale noise (coarse lobes, mid-scale lobulation and a fine
-   scale of ~2 mm that roughens the border and leaves holes), ``b`` a grey/white preference and
-   ``P`` a corridor towards the lateral ventricle along which the distance penalty is lifted
-   (porencephaly in children). Only parenchyma
-   (GM + WM > 0.5) can become lesion, so sulci and ventricles carve the shape: cortical lesions
-   follow the gyri. The main body is kept connected (largest component refilled from its border
-   up to ``K`` voxels) unless the spec keeps its fragments (a few small islands, as manual masks
-   often have). Later lesions of a plan never touch earlier ones (a one-voxel gap), so a plan of
-   ``n`` lesions gives at least ``n`` components.
+   metric whose long axis is random (for deep lesions close to the superior-inferior direction
+   of the corona radiata and internal capsule: tract-like), ``r`` the radius of a ball of the
+   target volume, ``e`` the ellipsoidal radius of the vascular territory (weight ``w``: large
+   infarcts fill their territory), ``N`` multi-scale noise (coarse lobes, mid-scale lobulation
+   and a fine scale of ~2 mm that roughens the border and leaves holes), ``b`` a grey/white
+   preference and ``P`` a corridor towards the lateral ventricle along which the distance
+   penalty is lifted (porencephaly in children). Only parenchyma (GM + WM > 0.5) can become
+   lesion, so sulci and ventricles carve the shape: cortical lesions follow the gyri. The main
+   body is kept connected (largest component refilled from its border up to ``K`` voxels) unless
+   the spec keeps its fragments (a few small islands, as manual masks often have). Later lesions
+   of a plan never touch earlier ones (a one-voxel gap), so a plan of ``n`` lesions gives at
+   least ``n`` components.
 
 Territories are ellipsoids in template (MNI152) coordinates, written for the right
 hemisphere (x > 0) and mirrored for the left; they are evaluated on ``anat_mm``, the
@@ -64,7 +67,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "Territory", "TERRITORIES", "LesionSpec", "LesionPlan", "GrownLesion", "LesionKind",
     "ADULT_VOLUME_RANGE_ML", "CHILD_VOLUME_RANGE_ML", "POSTERIOR_FOSSA_Z_MM", "ADULT_POSTERIOR_FOSSA_SHARE",
-    "ADULT_EXTRA_COUNT_PROBABILITIES", "LACUNE_MAX_ML",
+    "ADULT_EXTRA_COUNT_PROBABILITIES", "LACUNE_MAX_ML", "POSTERIOR_FOSSA_MAX_ML",
     "sample_adult_lesion_volume_ml", "sample_child_lesion_volume_ml",
     "sample_adult_lesion_plan", "sample_child_lesion_plan",
     "grow_lesion", "grow_plan", "paint_lesions", "enlarge_ventricles", "enlarge_ipsilateral_ventricle",
