@@ -27,7 +27,7 @@ from lesionlib.io import atomic_path, save_nifti_atomic
 
 log = logging.getLogger(__name__)
 
-SYNTH_FORMAT_VERSION = "2"
+SYNTH_FORMAT_VERSION = "3"
 """Bumped whenever the generator's output changes for the same parameters."""
 GENERATOR_NAME = "lesionlib.synth"
 DESCRIPTION_FILE = "dataset_description.json"
