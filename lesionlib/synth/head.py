@@ -14,7 +14,7 @@ mm, per subject, :class:`HeadModel`):
 ====================  ==========================================  ======================
 layer                 T1w intensity (relative to mature WM = 1)    adult / child (mm)
 ====================  ==========================================  ======================
-``csf``               extra-axial CSF (the contrast's CSF)         1.5-3.5 / 2.5-5.5
+``csf``               extra-axial CSF (the contrast's CSF)         1.5-3.5 / 2.0-5.5
 ``inner_table``       cortical bone, dark (``Contrast.bone``)      1.2-2.0 / 0.7-1.2
 ``diploe``            marrow: fatty and bright in adults,          2.0-4.0 / 0.8-2.2
                       red and darker in young children
@@ -90,8 +90,8 @@ def sample_adult_head(rng: np.random.Generator) -> HeadModel:
 def sample_child_head(age_months: float, rng: np.random.Generator) -> HeadModel:
     """Head layers of a child of ``age_months`` (12-48): wider extra-axial CSF, thin skull and scalp.
 
-    Extra-axial CSF: 3.5-5.5 mm at 12 months narrowing to 2.5-4 mm at 48 months; the skull
-    thickens with age.
+    Extra-axial CSF: 3.5-5.5 mm at 12 months narrowing to about 2-4.7 mm at 48 months; the skull
+    (0.7-1.2 mm tables, 0.8-2.2 mm diploë) thickens with age.
     """
     t = float(np.clip((age_months - 12.0) / 36.0, 0.0, 1.0))
     return HeadModel(csf=float(rng.uniform(3.5, 5.5) - t * rng.uniform(0.8, 1.5)),
