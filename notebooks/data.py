@@ -136,11 +136,24 @@ display(Markdown("Training images: " + ", ".join(r.case_id for r in split.train)
                  f"{len(split.excluded)}."))
 
 # %% [markdown]
-# ## Mask propagation, session 1 -> session 2
-# The session-1 mask is carried onto the session-2 image by a rigid registration (mutual information,
-# linear interpolation + threshold 0.5) and compared with the session-2 mask of the dataset; one QC
-# figure per child under `qc/`.
+# ## Session-2 masks: propagation from session 1
+# The paper obtained session-2 masks by affine registration of session 1 (FLIRT). Here the session-1
+# mask is carried onto the session-2 image by a 12-dof registration (SimpleITK, mutual information,
+# linear interpolation + threshold 0.5). With `child_session2_masks: propagated` (real data with
+# session-1 masks only) this is done for every child and the propagated masks are the session-2
+# ground truth of every cell; with `dataset` the dataset's own session-2 masks are used and a few
+# children are propagated only to check the registration against them. One QC figure per child.
 
 # %%
-qc = propagate_records(child, out, max_subjects=n_propagation_qc, progress=False)
-display(qc[["case_id", "dice", "hausdorff95_mm"]].round(3) if len(qc) else Markdown("No child has both sessions."))
+from lesionlib.splits import session2_root
+
+propagated = data.child_session2_masks == "propagated"
+prop_root = session2_root(profile, Path(results_root) if results_root else None) if propagated else out
+qc = propagate_records(child, prop_root, dof=12, max_subjects=None if propagated else n_propagation_qc,
+                       progress=False)
+ground_truth = "propagated from session 1 (every child)" if propagated else "the dataset's own masks"
+display(Markdown(f"Session-2 ground truth: **{ground_truth}**; QC figures in `{prop_root / 'qc'}`."))
+display(qc[["case_id", "dice", "hausdorff95_mm"]].round(3) if len(qc)
+        else Markdown("No true session-2 mask to compare with."))
+for png in sorted((prop_root / "qc").glob("*.png"))[: None if propagated else n_propagation_qc]:
+    display(Image(filename=str(png)))

@@ -68,6 +68,21 @@ def test_trainer_names_encode_the_schedule():
         trainer_name(2, 5, 0)
 
 
+def test_short_schedules_apply_to_nnunets_own_trainer_variants():
+    from lesionlib.nnunet.trainers import make_short_trainer, parse_trainer_name, trainer_name
+
+    name = trainer_name(10, 50, final_validation=False, base="nnUNetTrainerAdam1en3")
+    assert name == "nnUNetTrainerAdam1en3_lesionlib_E10_I50_V10_NoFinalVal"
+    assert parse_trainer_name(name).base == "nnUNetTrainerAdam1en3"
+    assert trainer_name(base="nnUNetTrainerAdam1en3") == "nnUNetTrainerAdam1en3"  # nnU-Net's schedule: the class itself
+    from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerAdam1en3
+
+    assert issubclass(make_short_trainer(10, 50, final_validation=False, base="nnUNetTrainerAdam1en3"),
+                      nnUNetTrainerAdam1en3)
+    with pytest.raises(ValueError, match="nnU-Net trainer class"):
+        trainer_name(base="my_trainer; rm -rf")
+
+
 def test_nnunet_finds_short_trainers_through_ext_trainer(monkeypatch):
     """nnU-Net 2.8.1's own lookup resolves our names via nnUNet_extTrainer; classes are picklable."""
     monkeypatch.setenv("nnUNet_extTrainer", str(EXT_TRAINER_DIR))

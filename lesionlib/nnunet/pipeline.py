@@ -65,6 +65,7 @@ from lesionlib.space import grid_mismatch
 from lesionlib.nnunet.trainers import (
     DEFAULT_EPOCHS,
     DEFAULT_ITERATIONS,
+    DEFAULT_TRAINER,
     THREADS_ENV,
     trainer_name,
 )
@@ -346,8 +347,8 @@ class NnUNetRun:
 
     def train(self, fold: int | str = "all", *, epochs: int = DEFAULT_EPOCHS, iterations: int = DEFAULT_ITERATIONS,
               val_iterations: int | None = None, final_validation: bool = True, trainer: str | None = None,
-              plans: str = DEFAULT_PLANS, pretrained_weights: Path | str | None = None,
-              continue_training: bool = False) -> Path:
+              base_trainer: str = DEFAULT_TRAINER, plans: str = DEFAULT_PLANS,
+              pretrained_weights: Path | str | None = None, continue_training: bool = False) -> Path:
         """``nnUNetv2_train ID <configuration> <fold> -tr <trainer> -p <plans> -device <device>``.
 
         Parameters
@@ -363,6 +364,9 @@ class NnUNetRun:
             (``_NoFinalVal`` trainer); for quick runs.
         trainer
             Explicit trainer class name instead of the schedule (any class nnU-Net can find).
+        base_trainer
+            The nnU-Net trainer the schedule applies to: ``nnUNetTrainer`` or one of nnU-Net's own
+            variants (e.g. ``nnUNetTrainerAdam1en3``).
         pretrained_weights
             An nnU-Net ``checkpoint_*.pth`` to initialise from (all layers but the final
             segmentation layers; plans must match, see :meth:`finetune`).
@@ -382,7 +386,7 @@ class NnUNetRun:
                     f"{self.dataset}: fold {fold} needs nnU-Net's 5-fold split, which needs >= 5 training cases "
                     f"(have {info['numTraining']}); use fold='all' or write_splits() first")
         if trainer is None:
-            trainer = trainer_name(epochs, iterations, val_iterations, final_validation)
+            trainer = trainer_name(epochs, iterations, val_iterations, final_validation, base_trainer)
         cmd = [_console_script("nnUNetv2_train"), str(self.dataset_id), self.configuration, str(fold),
                "-tr", trainer, "-p", plans, "-device", self.device]
         if pretrained_weights is not None:

@@ -5,8 +5,9 @@ nnU-Net's default schedule is 1000 epochs of 250 training and 50 validation iter
 nnU-Net picks a trainer by class name (``-tr``), and names the result folder after it, so the
 schedule is encoded in the name::
 
-    nnUNetTrainer_lesionlib_E{epochs}_I{train_iterations}_V{val_iterations}[_NoFinalVal]
+    <base>_lesionlib_E{epochs}_I{train_iterations}_V{val_iterations}[_NoFinalVal]
     e.g. nnUNetTrainer_lesionlib_E100_I250_V50   (the paper's fine-tuning schedule)
+         nnUNetTrainerAdam1en3_lesionlib_E10_I50_V10   (nnU-Net's own Adam variant, short)
 
 ``_NoFinalVal`` skips nnU-Net's final validation (sliding-window prediction of every validation
 case after the last epoch, which with fold ``all`` means the training cases themselves); it
@@ -30,6 +31,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from pathlib import Path
 from typing import Any, NamedTuple
 
 __all__ = [
@@ -52,18 +54,22 @@ DEFAULT_VAL_ITERATIONS = 50
 THREADS_ENV = "LESIONLIB_NNUNET_THREADS"
 """torch threads of a CPU training process, when set (nnU-Net itself uses every core)."""
 
-_PREFIX = "nnUNetTrainer_lesionlib_"
+_SUFFIX = "_lesionlib_"
 _NO_FINAL_VAL = "_NoFinalVal"
-_NAME = re.compile(r"^nnUNetTrainer_lesionlib_E([1-9][0-9]*)_I([1-9][0-9]*)_V([1-9][0-9]*)(_NoFinalVal)?$")
+_NAME = re.compile(r"^(?P<base>nnUNetTrainer[A-Za-z0-9]*)_lesionlib_E(?P<e>[1-9][0-9]*)_I(?P<i>[1-9][0-9]*)"
+                   r"_V(?P<v>[1-9][0-9]*)(?P<nofinal>_NoFinalVal)?$")
 
 
 class Schedule(NamedTuple):
-    """A training schedule: epochs of ``iterations`` training and ``val_iterations`` validation steps."""
+    """A training schedule: epochs of ``iterations`` training and ``val_iterations`` validation steps,
+    on nnU-Net trainer class ``base`` (``nnUNetTrainer`` or one of nnU-Net's own variants, e.g.
+    ``nnUNetTrainerAdam1en3``)."""
 
     epochs: int
     iterations: int
     val_iterations: int
     final_validation: bool = True
+    base: str = DEFAULT_TRAINER
 
 _CLASSES: dict[str, type] = {}
 
@@ -74,12 +80,15 @@ def default_val_iterations(iterations: int) -> int:
 
 
 def trainer_name(epochs: int = DEFAULT_EPOCHS, iterations: int = DEFAULT_ITERATIONS,
-                 val_iterations: int | None = None, final_validation: bool = True) -> str:
-    """The trainer class name for a schedule; nnU-Net's defaults give plain ``'nnUNetTrainer'``.
+                 val_iterations: int | None = None, final_validation: bool = True, base: str = DEFAULT_TRAINER) -> str:
+    """The trainer class name for a schedule; nnU-Net's defaults give ``base`` itself (``'nnUNetTrainer'``).
 
     ``val_iterations`` defaults to ``ceil(iterations / 5)`` (nnU-Net's 250:50 ratio).
-    ``final_validation=False`` appends ``_NoFinalVal``.
+    ``final_validation=False`` appends ``_NoFinalVal``. ``base``: the nnU-Net trainer class the
+    schedule is applied to (an nnU-Net variant such as ``nnUNetTrainerAdam1en3``).
     """
+    if not re.fullmatch(r"nnUNetTrainer[A-Za-z0-9]*", base):
+        raise ValueError(f"base trainer must be an nnU-Net trainer class name (nnUNetTrainer...), got {base!r}")
     if val_iterations is None:
         val_iterations = default_val_iterations(iterations)
     for label, value in (("epochs", epochs), ("iterations", iterations), ("val_iterations", val_iterations)):
@@ -87,8 +96,8 @@ def trainer_name(epochs: int = DEFAULT_EPOCHS, iterations: int = DEFAULT_ITERATI
             raise ValueError(f"{label} must be a positive integer, got {value!r}")
     default = (epochs, iterations, val_iterations) == (DEFAULT_EPOCHS, DEFAULT_ITERATIONS, DEFAULT_VAL_ITERATIONS)
     if default and final_validation:
-        return DEFAULT_TRAINER
-    return f"{_PREFIX}E{epochs}_I{iterations}_V{val_iterations}" + ("" if final_validation else _NO_FINAL_VAL)
+        return base
+    return f"{base}{_SUFFIX}E{epochs}_I{iterations}_V{val_iterations}" + ("" if final_validation else _NO_FINAL_VAL)
 
 
 def parse_trainer_name(name: str) -> Schedule | None:
@@ -98,32 +107,43 @@ def parse_trainer_name(name: str) -> Schedule | None:
     match = _NAME.match(name)
     if match is None:
         return None
-    return Schedule(int(match.group(1)), int(match.group(2)), int(match.group(3)), match.group(4) is None)
+    return Schedule(int(match["e"]), int(match["i"]), int(match["v"]), match["nofinal"] is None, match["base"])
+
+
+def _base_trainer_class(base: str) -> type:
+    """nnU-Net's trainer class ``base`` (``nnUNetTrainer`` or a variant nnU-Net ships), found the way nnU-Net finds it."""
+    import nnunetv2
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+    folder = str(Path(nnunetv2.__path__[0]) / "training" / "nnUNetTrainer")
+    cls = recursive_find_python_class(folder, base, "nnunetv2.training.nnUNetTrainer")
+    if cls is None:
+        raise RuntimeError(f"nnU-Net has no trainer class {base!r} (see nnunetv2/training/nnUNetTrainer/variants)")
+    return cls
 
 
 def make_short_trainer(epochs: int, iterations: int, val_iterations: int | None = None,
-                       final_validation: bool = True) -> type:
-    """The ``nnUNetTrainer`` subclass with this schedule (created once, then cached).
+                       final_validation: bool = True, base: str = DEFAULT_TRAINER) -> type:
+    """The subclass of nnU-Net's trainer ``base`` with this schedule (created once, then cached).
 
     Imports nnunetv2 and torch; meant to run inside nnU-Net's own process.
     """
-    name = trainer_name(epochs, iterations, val_iterations, final_validation)
-    if name == DEFAULT_TRAINER:
-        from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-
-        return nnUNetTrainer
+    name = trainer_name(epochs, iterations, val_iterations, final_validation, base)
+    if name == base:
+        return _base_trainer_class(base)
     if name in _CLASSES:
         return _CLASSES[name]
-    epochs, iterations, val_iterations, final_validation = parse_trainer_name(name)  # type: ignore[misc]
+    epochs, iterations, val_iterations, final_validation, base = parse_trainer_name(name)  # type: ignore[misc]
 
     import torch
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    parent = _base_trainer_class(base)
 
     # nnUNetTrainer.__init__ records its init args by inspecting ``self.__init__``'s signature
     # against its own locals, so the signature must be exactly nnU-Net's.
     def __init__(self: Any, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")) -> None:
-        nnUNetTrainer.__init__(self, plans, configuration, fold, dataset_json, device)
+        parent.__init__(self, plans, configuration, fold, dataset_json, device)
         if device.type == "cpu" and os.environ.get(THREADS_ENV):
             torch.set_num_threads(int(os.environ[THREADS_ENV]))
         self.num_epochs = epochs
@@ -137,21 +157,20 @@ def make_short_trainer(epochs: int, iterations: int, val_iterations: int | None 
         "__init__": __init__,
         "__module__": __name__,
         "__qualname__": name,
-        "__doc__": (f"nnUNetTrainer with {epochs} epochs of {iterations} training and "
+        "__doc__": (f"{base} with {epochs} epochs of {iterations} training and "
                     f"{val_iterations} validation iterations (lesionlib short schedule)"
                     + ("." if final_validation else ", without the final validation.")),
     }
     if not final_validation:
         namespace["perform_actual_validation"] = perform_actual_validation
-    cls = type(name, (nnUNetTrainer,), namespace)
+    cls = type(name, (parent,), namespace)
     _CLASSES[name] = cls
     return cls
 
 
 def __getattr__(name: str) -> type:
     """Module attribute hook (PEP 562): ``trainers.nnUNetTrainer_lesionlib_E2_I5_V1`` is a class."""
-    parsed = _NAME.match(name)
-    if parsed is None:
+    schedule = parse_trainer_name(name) if _NAME.match(name) else None
+    if schedule is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return make_short_trainer(int(parsed.group(1)), int(parsed.group(2)), int(parsed.group(3)),
-                              final_validation=parsed.group(4) is None)
+    return make_short_trainer(*schedule)

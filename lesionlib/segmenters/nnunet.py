@@ -63,6 +63,9 @@ class NnUNetSettings(MethodSettings):
     configuration: str = "3d_fullres"
     num_processes: int = Field(2, ge=0)
     """Worker processes for preprocessing and data augmentation (0: augmentation in the training process)."""
+    trainer: str = Field("nnUNetTrainer", pattern=r"^nnUNetTrainer[A-Za-z0-9]*$")
+    """nnU-Net's trainer class: its default (SGD, momentum 0.99, poly lr from 0.01) or one of the variants
+    nnU-Net ships (e.g. ``nnUNetTrainerAdam1en3``: AdamW from 1e-3), with this profile's schedule."""
     threads: int | None = Field(None, ge=1)
     """torch threads of a CPU training process (``None``: nnU-Net's choice, every core)."""
     width_divisor: int = Field(1, ge=1)
@@ -108,7 +111,7 @@ class NnUNetSegmenter(Segmenter):
             "5 models fine-tuned from the parent's 5, ensembled" if stage == "finetune"
             else "5-fold cross-validation, 5 models ensembled")
         return {"epochs": s.epochs(stage), "iterations_per_epoch": s.iterations_per_epoch,
-                "models": members, "folds": folds, "trainer": "nnU-Net's (SGD, poly lr from 0.01, nnU-Net augmentation)",
+                "models": members, "folds": folds, "trainer": s.trainer,
                 "configuration": s.configuration, "test_time_augmentation": s.tta,
                 "network": "nnU-Net's plans" if s.width_divisor == 1 and s.patch_size is None else
                 f"nnU-Net's plans, feature maps / {s.width_divisor}, patch {list(s.patch_size or [])}"}
@@ -216,7 +219,8 @@ class NnUNetSegmenter(Segmenter):
         for k, fold in enumerate(folds):
             weights = None if parent is None else parent["checkpoints"][k % len(parent["checkpoints"])]
             fold_dirs.append(run.train(fold, epochs=s.epochs(stage), iterations=s.iterations_per_epoch,
-                                       final_validation=s.final_validation, plans=plans, pretrained_weights=weights))
+                                       final_validation=s.final_validation, base_trainer=s.trainer, plans=plans,
+                                       pretrained_weights=weights))
         record = {"model_dir": os.path.relpath(fold_dirs[0].parent, self.model_dir), "folds": folds,
                   "checkpoints": [os.path.relpath(d / "checkpoint_final.pth", self.model_dir) for d in fold_dirs],
                   "dataset": run.dataset, "plans": plans, "stage_seconds": dict(run.timings_s)}
