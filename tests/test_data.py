@@ -600,3 +600,14 @@ def test_cli_discover_writes_csv(make_child_tree, tmp_path, capsys):
     assert table["lesion_volume_ml"].notna().all()
     assert run_cli(["discover", "--dataset", "child_cohort", "--root", str(root)]) == 0
     assert capsys.readouterr().out.splitlines()[0].startswith("case_id,dataset,subject")
+
+
+def test_participants_lesion_hemisphere_reaches_the_records(make_child_tree):
+    root = make_child_tree(lesion_voxels={("01", "1"): 5, ("02", "1"): 6})
+    (root / "participants.tsv").write_text("participant_id\tage_months\tsex\tsite\tlesion_hemisphere\n"
+                                           "sub-01\t20\tF\tC01\tLeft\nsub-02\t30\tM\tC02\tn/a\n")
+    records = {r.subject: r for r in discover_child_bids(root)}
+    assert records["01"].extra == {"lesion_hemisphere": "left"} and records["02"].extra == {}
+    (root / "participants.tsv").write_text("participant_id\tlesion_hemisphere\nsub-01\tboth\nsub-02\tright\n")
+    with pytest.raises(DataValidationError, match="lesion_hemisphere of sub-01 must be 'left' or 'right'"):
+        discover_child_bids(root)

@@ -304,6 +304,24 @@ def test_gnb_on_a_native_space_child_returns_its_own_grid(fitted, synthetic_case
     assert dice(np.asanyarray(pred.dataobj), np.asanyarray(truth.dataobj)) > 0.1
 
 
+def test_gnb_takes_the_lesioned_hemisphere_from_the_record(fitted, synthetic_cases, monkeypatch):
+    """As the toolbox asks its user: participants.tsv's lesion_hemisphere, when known, decides."""
+    import dataclasses
+
+    seen = []
+    real = type(fitted).features
+
+    def spy(self, case, affected="auto"):
+        seen.append(affected)
+        return real(self, case, affected)
+
+    monkeypatch.setattr(type(fitted), "features", spy)
+    child = synthetic_cases["child"]
+    fitted.predict(dataclasses.replace(child, extra={"lesion_hemisphere": "left"}))
+    fitted.predict(dataclasses.replace(child, extra={}))
+    assert seen == ["L", "auto"]
+
+
 def test_gnb_save_load_roundtrip(fitted, synthetic_cases, tmp_path):
     path = fitted.save(tmp_path / "models" / "lesiongnb.joblib")
     assert not list(path.parent.glob(".*"))

@@ -365,6 +365,9 @@ class LesionGnb:
         labelled = [r for r in records if r.mask_path is not None]
         if not labelled:
             raise ValueError("LesionGnb.fit needs records with lesion masks; none given")
+        from lesionlib.data.validate import require_valid
+
+        require_valid(labelled, purpose="train", progress=False)  # a {0, 255} mask is an error, not lesion
         rng = np.random.default_rng(self.seed)
         x_mm, _ = self._grid()
         xs, ys = [], []
@@ -418,10 +421,15 @@ class LesionGnb:
             raise RuntimeError("LesionGnb is not fitted: call fit(records) or LesionGnb.load(path) first")
         return self.classifier_
 
-    def predict_mni(self, case: MniCase) -> tuple[np.ndarray, np.ndarray]:
-        """Raw voxel labels and post-processed mask of a prepared case, both on the MNI grid (bool)."""
+    def predict_mni(self, case: MniCase, affected: Hemisphere | Literal["auto"] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw voxel labels and post-processed mask of a prepared case, both on the MNI grid (bool).
+
+        ``affected``: the lesioned hemisphere (``'L'``/``'R'``), as the toolbox asks of its user;
+        ``None`` uses the estimator's ``affected`` setting (``'auto'`` by default).
+        """
         clf = self._check_fitted()
-        f1, f2, region, hemi = self.features(case, self.affected)
+        f1, f2, region, hemi = self.features(case, affected or self.affected)
         labels = np.zeros(region.shape, dtype=bool)
         idx = np.flatnonzero(region)
         labels.ravel()[idx] = clf.predict(np.stack([f1.ravel()[idx], f2.ravel()[idx]], axis=1)) == 1
@@ -438,19 +446,23 @@ class LesionGnb:
 
         ``record`` is an :class:`ImageRecord` (registered to MNI if its domain is in
         ``register_domains``), or an image / NIfTI path, for which ``register`` must say whether it
-        is in native space (``True``) or MNI152 2009a space already (``False``).
+        is in native space (``True``) or MNI152 2009a space already (``False``). The lesioned
+        hemisphere is the record's ``lesion_hemisphere`` (from ``participants.tsv``) when known, as the
+        toolbox takes it from its user; otherwise it is chosen automatically.
         """
         self._check_fitted()
+        affected = None
         if isinstance(record, ImageRecord):
             image = load_nifti(record.image_path)
             needs = self._needs_registration(record) if register is None else register
+            affected = {"left": "L", "right": "R"}.get(record.extra.get("lesion_hemisphere"))
         else:
             if register is None:
                 raise ValueError("predict(image) needs register=True (native space) or False (MNI space)")
             image = record if isinstance(record, nib.spatialimages.SpatialImage) else load_nifti(record)
             needs = register
         case = self._prepare(image, needs)
-        _, mask = self.predict_mni(case)
+        _, mask = self.predict_mni(case, affected)
         return _mask_to_native(mask, case)
 
     # ---- persistence

@@ -227,9 +227,10 @@ def discover_atlas(root: os.PathLike | str, dataset: str = "atlas_v2", *, domain
 
 
 def _read_participants(root: Path) -> dict[str, dict[str, Any]]:
-    """``participants.tsv`` as {subject label without 'sub-': {age_months, sex, site}}.
+    """``participants.tsv`` as {subject label without 'sub-': {age_months, sex, site, lesion_hemisphere}}.
 
-    ``age_months`` comes from an ``age_months`` column, else from BIDS ``age`` (years) x 12.
+    ``age_months`` comes from an ``age_months`` column, else from BIDS ``age`` (years) x 12;
+    ``lesion_hemisphere`` ('left' / 'right') from the optional column of that name.
     """
     path = root / "participants.tsv"
     if not path.is_file():
@@ -267,11 +268,15 @@ def _read_participants(root: Path) -> dict[str, dict[str, Any]]:
             age = None if years is None else years * 12.0
         else:
             age = None
-        sex, site = row.get("sex"), row.get("site")
+        sex, site, side = row.get("sex"), row.get("site"), row.get("lesion_hemisphere")
+        side = side.strip().lower() if isinstance(side, str) else None
+        if side not in (None, "left", "right"):
+            raise DataValidationError(path, f"lesion_hemisphere of {pid} must be 'left' or 'right', got {side!r}")
         out[label] = {
             "age_months": age,
             "sex": None if not isinstance(sex, str) else sex,
             "site": None if not isinstance(site, str) else site,
+            "lesion_hemisphere": side,
         }
     return out
 
@@ -310,6 +315,7 @@ def discover_child_bids(root: os.PathLike | str, dataset: str = "child_cohort", 
             dataset=dataset, subject=subject, session=session,
             image_path=image.absolute(), mask_path=bids.child_mask_path(root, subject, session).absolute(),
             domain=domain, site=info.get("site"), age_months=info.get("age_months"), sex=info.get("sex"),
+            extra={"lesion_hemisphere": info["lesion_hemisphere"]} if info.get("lesion_hemisphere") else {},
         ))
     if not records:
         raise DataValidationError(root, "no T1w images found (expected sub-*/ses-*/anat/sub-*_ses-*_T1w.nii.gz)")
