@@ -518,7 +518,8 @@ def _build_model(config: TrainConfig, resume_ckpt: dict[str, Any] | None, out_di
 def _optimiser(config: TrainConfig, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Any]:
     """Adam over the trainable parameters and the per-epoch learning-rate schedule."""
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    # fused: one kernel over all parameters; a third of a CPU step for the 17 M-parameter Res-U-Net otherwise
+    optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay, fused=True)
     factor = (functools.partial(_poly_factor, total=config.epochs) if config.lr_schedule == "poly"
               else _constant_factor)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=factor)
