@@ -22,21 +22,24 @@ NETWORKS = ("unet", "resunet", "nnunet")
 
 
 def _expected_counts(profile: str) -> dict[str, int]:
-    seeds = len(load_profile(profile).seeds)
-    cells = (3 * 2 + 3 * 2 + 3 + 1) * seeds  # adult x {full, subset}, fine-tuned, child-only; LesionGnb
+    prof = load_profile(profile)
+    sets = len(prof.grid.adult_train_sets)
+    cells = (3 * sets * 2 + 3 + 1) * len(prof.seeds)  # adult sets, fine-tuned, child-only; LesionGnb
     return {"cell": cells, "prepare": 1, "data": 1, "report": 1, "book": 1}
 
 
 @pytest.mark.parametrize("profile", ["quick", "cpu", "gpu", "paper"])
 def test_grid_is_the_papers(profile):
     runs = expand_grid(profile)
-    seeds = load_profile(profile).seeds
+    prof = load_profile(profile)
+    seeds, sets = prof.seeds, prof.grid.adult_train_sets
+    assert set(sets) == ({"adult_full"} if profile == "quick" else {"adult_full", "adult_subset"})
     nets = [r for r in runs if r.method in NETWORKS]
-    assert len(nets) == 15 * len(seeds)
+    assert len(nets) == (3 * len(sets) * 2 + 3) * len(seeds)
     assert len({r.run_id for r in runs}) == len(runs)
     for seed in seeds:
         cells = {(r.method, r.train_set, r.fine_tuned) for r in nets if r.seed == seed}
-        assert cells == ({(m, t, ft) for m in NETWORKS for t in ("adult_full", "adult_subset")
+        assert cells == ({(m, t, ft) for m in NETWORKS for t in sets
                           for ft in (False, True)} | {(m, "child5", False) for m in NETWORKS})
     gnb = [r for r in runs if r.method == "lesiongnb"]
     assert [r.seed for r in gnb] == list(seeds)  # the baseline runs for every seed
