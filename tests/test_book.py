@@ -128,7 +128,7 @@ def test_book_builds_with_tables_and_figures(tmp_path, monkeypatch):
     assert "Table 2 — ours (SYNTHETIC data" in results_html
     assert "(paper 96.9)" in results_html and "(paper 0.70)" in results_html  # published values
     # missing runs are listed, not hidden
-    assert "resunet_adult-subset_seed0" in results_html and "not run" in results_html
+    assert "unet_child5_seed0" in results_html and "not run" in results_html
     # undefined Hausdorff distances counted (the smallest fixture lesion has an empty prediction)
     assert "undef." in results_html
     # the long statistics tables are collapsed
@@ -151,7 +151,7 @@ def test_book_builds_with_tables_and_figures(tmp_path, monkeypatch):
         assert (html_dir / "book" / "runs" / run_id / "cell.html").is_file()
     assert "runs/resunet_adult-full_seed0/cell.FAILED.html" in runs_html
     data_html = (html_dir / "book" / "data.html").read_text()
-    assert "not available" in data_html
+    assert "Not computed yet: the data notebook has not run" in data_html  # said, not failed
 
 
 def test_notebook_smoke_through_papermill(tmp_path):

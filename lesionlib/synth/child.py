@@ -136,8 +136,46 @@ def synthesize_child(index: int, seed: int = 0, resolution_mm: float = 1.0) -> C
     site = CHILD_SITES[index % len(CHILD_SITES)]
     plan = lesions.sample_child_lesion_plan(rng)
     spec = plan.lesions[0]
+    tissues, anat, volume_fraction, atrophy = _child_anatomy(age, spec, rng, float(resolution_mm))
+    lesion_mask, wallerian = _child_lesions(tissues, plan, rng)
+    params = contrast.child_contrast(age, rng)
+    brain = tissues.brain
+    layers = head.head_layers(anat, brain, head.sample_child_head(age, rng), rng, float(resolution_mm),
+                              tissues.spacing_mm)
+    clean = contrast.clean_t1(tissues, params, rng, head=layers)
+    foreground = brain + layers.occupancy
+    del layers
+    sessions = _scan_sessions(clean, foreground, brain, lesion_mask, params, age, rng, (seed, index),
+                              float(resolution_mm))
+    voxel_ml = float(abs(np.linalg.det(sessions[0].affine[:3, :3]))) / 1000.0
+    ratios = realism.contrast_ratios(sessions[0].image, sessions[0].brain > 0.5, seed=index)
+    info = {
+        "participant_id": f"sub-{subject}",
+        "age_months": age,
+        "sex": sex,
+        "site": site,
+        "lesion_hemisphere": spec.hemisphere,
+        "lesion_territory": spec.territory,
+        "lesion_volume_ml": float(sessions[0].mask.sum() * voxel_ml),
+        "porencephalic": bool(spec.toward_ventricle > 0),
+        "brain_volume_ml": float(brain.sum() * tissues.voxel_volume_ml),
+        "wm_gm_ratio": ratios["wm_gm_ratio"],
+        "csf_wm_ratio": ratios["csf_wm_ratio"],
+        "nonlinear_residual_mm": realism.nonlinear_residual_mm(tissues),
+    }
+    return Child(subject=subject, age_months=age, sex=sex, site=site, sessions=sessions, info=info,
+                 tissues=tissues, lesion_mask=lesion_mask,
+                 extra={"contrast": params.as_dict(), "target_volume_ml": plan.total_volume_ml,
+                        "brain_volume_fraction": volume_fraction, "atrophy": atrophy, "wallerian": wallerian,
+                        "n_lesions": len(plan.lesions)})
 
-    templates = mni_volumes(float(resolution_mm))
+
+def _child_anatomy(age: float, spec: lesions.LesionSpec, rng: np.random.Generator, resolution_mm: float
+                   ) -> tuple[deform.SubjectTissues, np.ndarray, float, float]:
+    """A child's brain on the working grid: age-scaled, reshaped, warped at three scales, atrophic on the
+    lesion's side, its volume matched to the drawn fraction; returns (tissues, template coordinates,
+    brain volume fraction, atrophy)."""
+    templates = mni_volumes(resolution_mm)
     shape, affine = mni_grid(resolution_mm)
     volume_fraction = float(np.clip(realism.expected_child_brain_fraction(age) * (1 + 0.07 * rng.standard_normal()),
                                     0.6, 1.0))
@@ -159,9 +197,16 @@ def synthesize_child(index: int, seed: int = 0, resolution_mm: float = 1.0) -> C
     tissues = deform.sample_templates(templates, anat, affine)
     youth = float(np.clip((48.0 - age) / 36.0, 0.0, 1.0))
     lesions.enlarge_ventricles(tissues, "both", float(rng.uniform(0.5, 1.5)) * (0.5 + 0.5 * youth))
+    return tissues, anat, volume_fraction, atrophy
 
+
+def _child_lesions(tissues: deform.SubjectTissues, plan: lesions.LesionPlan, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, float]:
+    """Grow the plan's lesions and paint them (mixed signal, enlarged ventricle, thinned cortex, Wallerian
+    degeneration); returns the lesion mask on the working grid and the degeneration strength."""
+    spec = plan.lesions[0]
     grown = lesions.grow_plan(tissues, plan, rng)
-    lesion_mask = np.zeros(shape, dtype=bool)
+    lesion_mask = np.zeros(tissues.shape, dtype=bool)
     for lesion in grown:
         lesion_mask |= lesion.mask
     lesions.enlarge_ventricles(tissues, spec.hemisphere,
@@ -173,22 +218,23 @@ def synthesize_child(index: int, seed: int = 0, resolution_mm: float = 1.0) -> C
     if spec.territory in ("mca", "aca"):
         wallerian = float(np.clip(0.15 + 0.7 * spec.volume_ml / lesions.CHILD_VOLUME_RANGE_ML[1], 0.0, 0.8))
         lesions.degenerate_corticospinal_tract(tissues, spec.hemisphere, wallerian)
-    params = contrast.child_contrast(age, rng)
-    brain = tissues.brain
-    layers = head.head_layers(anat, brain, head.sample_child_head(age, rng), rng, float(resolution_mm),
-                              tissues.spacing_mm)
-    clean = contrast.clean_t1(tissues, params, rng, head=layers)
-    foreground = brain + layers.occupancy
-    del layers
-    lesion_float = lesion_mask.astype(np.float32)
+    return lesion_mask, wallerian
 
+
+def _scan_sessions(clean: np.ndarray, foreground: np.ndarray, brain: np.ndarray, lesion_mask: np.ndarray,
+                   params: contrast.Contrast, age: float, rng: np.random.Generator, stream: tuple[int, int],
+                   resolution_mm: float) -> list[ChildSession]:
+    """The two scans of a child in scanner space: head poses (session 2 = session 1 + a rigid motion),
+    acquisition (own bias field and noise, generator ``default_rng([seed, 1, index, s])``), true masks."""
+    seed, index = stream
+    _, affine = mni_grid(resolution_mm)
+    lesion_float = lesion_mask.astype(np.float32)
     pose1 = _pose(rng.uniform(-5.0, 5.0, 3), rng.uniform(-5.0, 5.0, 3))
     motion = _pose(rng.uniform(-3.0, 3.0, 3), rng.uniform(-3.0, 3.0, 3)) @ np.linalg.inv(_pose(np.zeros(3),
                                                                                                 np.zeros(3)))
     pose2 = motion @ pose1
     first_scan = dt.datetime(2021, 1, 4, 9, 0) + dt.timedelta(days=int(rng.integers(0, 730)),
                                                              minutes=int(rng.integers(0, 8 * 60)))
-
     native_shape, native_affine = native_grid(resolution_mm)
     spacing = tuple(float(v) for v in np.sqrt((native_affine[:3, :3] ** 2).sum(axis=0)))
     sessions = []
@@ -209,28 +255,7 @@ def synthesize_child(index: int, seed: int = 0, resolution_mm: float = 1.0) -> C
             session=str(s), image=image, mask=mask, affine=native_affine.copy(), pose=pose,
             acq_time=when.strftime("%Y-%m-%dT%H:%M:%S"),
             age_months=round(age + (s - 1) * SESSION_INTERVAL_DAYS / 30.4375, 1), brain=resample(brain)))
-
-    voxel_ml = float(abs(np.linalg.det(native_affine[:3, :3]))) / 1000.0
-    ratios = realism.contrast_ratios(sessions[0].image, sessions[0].brain > 0.5, seed=index)
-    info = {
-        "participant_id": f"sub-{subject}",
-        "age_months": age,
-        "sex": sex,
-        "site": site,
-        "lesion_hemisphere": spec.hemisphere,
-        "lesion_territory": spec.territory,
-        "lesion_volume_ml": float(sessions[0].mask.sum() * voxel_ml),
-        "porencephalic": bool(spec.toward_ventricle > 0),
-        "brain_volume_ml": float(brain.sum() * tissues.voxel_volume_ml),
-        "wm_gm_ratio": ratios["wm_gm_ratio"],
-        "csf_wm_ratio": ratios["csf_wm_ratio"],
-        "nonlinear_residual_mm": realism.nonlinear_residual_mm(tissues),
-    }
-    return Child(subject=subject, age_months=age, sex=sex, site=site, sessions=sessions, info=info,
-                 tissues=tissues, lesion_mask=lesion_mask,
-                 extra={"contrast": params.as_dict(), "target_volume_ml": plan.total_volume_ml,
-                        "brain_volume_fraction": volume_fraction, "atrophy": atrophy, "wallerian": wallerian,
-                        "n_lesions": len(plan.lesions)})
+    return sessions
 
 
 def child_cohort_paths(root: Path, n_children: int) -> list[Path]:

@@ -569,10 +569,30 @@ def grow_lesion(tissues: SubjectTissues, spec: LesionSpec, rng: np.random.Genera
     spacing = np.asarray(tissues.spacing_mm)
     voxel_ml = tissues.voxel_volume_ml
     n_voxels = max(1, int(round(spec.volume_ml / voxel_ml)))
-    territory = TERRITORIES[spec.territory]
     if parenchyma is None:
         parenchyma = _parenchyma(tissues)
     radius_mm = (3.0 * spec.volume_ml * 1000.0 / (4.0 * np.pi)) ** (1.0 / 3.0)
+    seed = _lesion_seed(tissues, spec, rng, exclude, near, parenchyma, radius_mm)
+    box, target = _growth_box(tissues, spec, seed, radius_mm)
+    box_shape = tuple(s.stop - s.start for s in box)
+    anat = _sub(tissues.anat_mm, box)
+    cand_box = parenchyma[box] & _allowed_region(anat, spec)
+    if exclude is not None:
+        cand_box &= ~exclude[box]
+    score = _growth_score(tissues, spec, rng, box, seed, target, radius_mm, anat)
+    box_mask = _select_voxels(score, cand_box, n_voxels, spec)
+    mask = np.zeros(tissues.shape, dtype=bool)
+    mask[box] = box_mask
+    idx = np.argwhere(box_mask).mean(axis=0) + _box_start(box)
+    centroid = tissues.affine[:3, :3] @ idx + tissues.affine[:3, 3]
+    return GrownLesion(spec=spec, mask=mask, volume_ml=float(box_mask.sum() * voxel_ml), centroid_mm=centroid,
+                       extra={"seed_voxel": seed.tolist(), "radius_mm": radius_mm, "box": box})
+
+
+def _lesion_seed(tissues: SubjectTissues, spec: LesionSpec, rng: np.random.Generator, exclude: np.ndarray | None,
+                 near: GrownLesion | None, parenchyma: np.ndarray, radius_mm: float) -> np.ndarray:
+    """The seed voxel: next to ``near`` for a satellite, else inside the territory (:func:`_territory_seed`)."""
+    spacing = np.asarray(tissues.spacing_mm)
     seed = None
     if spec.kind == "satellite" and near is not None and near.mask.any():
         main_radius_mm = float(near.extra.get("radius_mm", radius_mm))
@@ -590,9 +610,15 @@ def grow_lesion(tissues: SubjectTissues, spec: LesionSpec, rng: np.random.Genera
         seed = _territory_seed(tissues, spec, parenchyma, exclude, rng)
     if seed is None:
         raise RuntimeError(f"no parenchyma left for a {spec.territory} lesion ({spec.hemisphere})")
+    return seed
 
-    elongation = max(float(spec.elongation), 1.0)
-    long_axis_factor = elongation ** (2.0 / 3.0)
+
+def _growth_box(tissues: SubjectTissues, spec: LesionSpec, seed: np.ndarray,
+                radius_mm: float) -> tuple[tuple[slice, ...], np.ndarray | None]:
+    """The voxel box a lesion may grow in (reaching the ventricle when it must), and that ventricle target."""
+    spacing = np.asarray(tissues.spacing_mm)
+    territory = TERRITORIES[spec.territory]
+    long_axis_factor = max(float(spec.elongation), 1.0) ** (2.0 / 3.0)
     reach = 1.9 * radius_mm * long_axis_factor
     if spec.territory_weight > 0:  # territorial lesions also spread over the territory's shells
         reach = max(reach, 1.2 * radius_mm * max(territory.radii_mm) / float(np.cbrt(np.prod(territory.radii_mm))))
@@ -602,14 +628,17 @@ def grow_lesion(tissues: SubjectTissues, spec: LesionSpec, rng: np.random.Genera
         target = _ventricle_target(tissues, seed, spec.hemisphere)
         if target is not None:  # the box must reach the ventricle
             half = np.maximum(half, np.abs(target - seed) + 3)
-    box = _box_around(seed, half, tissues.shape)
-    lo = _box_start(box)
-    box_shape = tuple(s.stop - s.start for s in box)
-    anat = _sub(tissues.anat_mm, box)
-    cand_box = parenchyma[box] & _allowed_region(anat, spec)
-    if exclude is not None:
-        cand_box &= ~exclude[box]
+    return _box_around(seed, half, tissues.shape), target
 
+
+def _growth_score(tissues: SubjectTissues, spec: LesionSpec, rng: np.random.Generator, box: tuple[slice, ...],
+                  seed: np.ndarray, target: np.ndarray | None, radius_mm: float, anat: np.ndarray) -> np.ndarray:
+    """Score of every voxel of ``box`` (float32): elongated distance, ventricle corridor, territory,
+    multi-scale noise and grey/white preference; the lesion is the top-scoring candidates."""
+    spacing = np.asarray(tissues.spacing_mm)
+    territory = TERRITORIES[spec.territory]
+    elongation = max(float(spec.elongation), 1.0)
+    long_axis_factor = elongation ** (2.0 / 3.0)
     offsets = np.meshgrid(*[((np.arange(s.start, s.stop) - c) * sp).astype(np.float32)
                             for s, c, sp in zip(box, seed, spacing)], indexing="ij", sparse=True)
     axis = _long_axis(rng, territory.deep or spec.kind == "lacune").astype(np.float32)
@@ -644,10 +673,16 @@ def grow_lesion(tissues: SubjectTissues, spec: LesionSpec, rng: np.random.Genera
     score -= outside if lift is None else outside * lift
     del ell, outside, lift
     score = score.astype(np.float32, copy=False)
+    box_shape = tuple(s.stop - s.start for s in box)
     if spec.irregularity > 0:
         score += np.float32(spec.irregularity) * _multiscale_noise(box_shape, spacing, radius_mm, spec.fine_noise, rng)
     if spec.tissue_bias:
         score += np.float32(spec.tissue_bias) * (tissues.wm[box] - tissues.gm[box])
+    return score
+
+
+def _select_voxels(score: np.ndarray, cand_box: np.ndarray, n_voxels: int, spec: LesionSpec) -> np.ndarray:
+    """The ``n_voxels`` best-scoring candidates of the box (fewer when fewer are allowed), made connected."""
     flat_idx = np.flatnonzero(cand_box)
     if flat_idx.size < n_voxels:
         log.debug("lesion %s/%s: only %d of %d voxels available", spec.territory, spec.hemisphere,
@@ -657,16 +692,11 @@ def grow_lesion(tissues: SubjectTissues, spec: LesionSpec, rng: np.random.Genera
         raise RuntimeError(f"no parenchyma left for a {spec.territory} lesion ({spec.hemisphere})")
     cand_scores = score.ravel()[flat_idx]
     top = flat_idx[np.argpartition(-cand_scores, n_voxels - 1)[:n_voxels]] if n_voxels < flat_idx.size else flat_idx
-    box_mask = np.zeros(box_shape, dtype=bool)
+    box_mask = np.zeros(score.shape, dtype=bool)
     box_mask.ravel()[top] = True
     if n_voxels > 1:
         box_mask = _connect_and_refill(box_mask, score, cand_box, n_voxels, 3 if spec.keep_fragments else 0)
-    mask = np.zeros(tissues.shape, dtype=bool)
-    mask[box] = box_mask
-    idx = np.argwhere(box_mask).mean(axis=0) + lo
-    centroid = tissues.affine[:3, :3] @ idx + tissues.affine[:3, 3]
-    return GrownLesion(spec=spec, mask=mask, volume_ml=float(box_mask.sum() * voxel_ml), centroid_mm=centroid,
-                       extra={"seed_voxel": seed.tolist(), "radius_mm": radius_mm, "box": box})
+    return box_mask
 
 
 @single_threaded
