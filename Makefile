@@ -18,12 +18,9 @@ data: setup
 	$(PY) -m lesionlib validate --profile $(PROFILE)
 
 # The whole paper: every run of the profile's grid (Snakemake skips finished runs), the report
-# notebooks and the Jupyter Book. Jobs run in parallel, one thread each; every job takes one of CORES
-# "slots" (Snakemake 9.10-9.15's greedy scheduler can start more jobs than --cores after a job finishes,
-# snakemake/snakemake#3913; a resource limit holds).
+# notebooks and the Jupyter Book. Jobs run in parallel, one thread each.
 book: data
-	OMP_NUM_THREADS=1 $(LESIONLIB_VENV)/bin/snakemake --cores $(CORES) --resources slots=$(CORES) \
-		--config profile=$(PROFILE) --rerun-incomplete
+	OMP_NUM_THREADS=1 $(LESIONLIB_VENV)/bin/snakemake --cores $(CORES) --config profile=$(PROFILE) --rerun-incomplete
 	@echo "[book] results/$(PROFILE)/_book/_build/html/index.html"
 
 test: setup

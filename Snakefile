@@ -1,12 +1,9 @@
 # The experiment grid of the paper as a Snakemake workflow.
 #
-#   snakemake --cores 2 --resources slots=2              # quick profile, local, then the book
+#   snakemake --cores 2                                  # quick profile, local, then the book
 #                                                        # -> results/quick/_book/_build/html/index.html
-#   snakemake --cores 2 --resources slots=2 --config profile=cpu   # another profile of experiments.yaml
-#   snakemake --cores 2 --resources slots=2 runs         # only the runs (no book)
-#
-# Every job takes one "slot": with --resources slots=N no more than N jobs run at once (Snakemake
-# 9.10-9.15 can otherwise start more jobs than --cores after a job finishes, snakemake/snakemake#3913).
+#   snakemake --cores 2 --config profile=cpu             # another profile of experiments.yaml
+#   snakemake --cores 2 runs                             # only the runs (no book)
 #   snakemake --workflow-profile workflow/profiles/slurm --config profile=paper   # SLURM, one GPU per job
 #
 # Jobs: the data report (cohorts generated when absent, validation, QC), each method's preparation
@@ -62,8 +59,6 @@ rule data:
         REPORT / "data.ipynb",
     log:
         P / "_logs" / "data.log",
-    resources:
-        slots=1,
     shell:
         "{GRID} report {ARGS} --notebook data > {log} 2>&1"
 
@@ -77,7 +72,6 @@ rule prepare:
         P / "_logs" / "prepare_{method}.log",
     resources:
         gpu=GPU,
-        slots=1,
     shell:
         "{GRID} prepare {ARGS} --method {wildcards.method} > {log} 2>&1 && touch {output}"
 
@@ -102,7 +96,6 @@ rule cell:
         P / "_logs" / "{run}.log",
     resources:
         gpu=GPU,
-        slots=1,
     shell:
         "{GRID} run {ARGS} --run-id {wildcards.run} > {log} 2>&1"
 
@@ -115,8 +108,6 @@ rule report:
         figures=REPORT / "figures.ipynb",
     log:
         P / "_logs" / "report.log",
-    resources:
-        slots=1,
     shell:
         "({GRID} report {ARGS} --notebook tables && {GRID} report {ARGS} --notebook figures) > {log} 2>&1"
 
@@ -130,8 +121,6 @@ rule book:
         BOOK / "_build" / "html" / "index.html",
     log:
         P / "_logs" / "book.log",
-    resources:
-        slots=1,
     shell:
         "LESIONLIB_PROFILE={PROFILE} LESIONLIB_RESULTS={RESULTS} "
         "{PY} -m lesionlib.reporting.book --profile {PROFILE} --results {RESULTS} --output {BOOK} > {log} 2>&1"

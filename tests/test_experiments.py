@@ -167,6 +167,33 @@ def test_snakemake_skips_finished_runs_and_waits_for_parents(tmp_path):
     assert "unet_adult-full_ft-child5_seed0/cell.ipynb" in proc.stdout
 
 
+
+SCHEDULING_SNAKEFILE = """
+rule final:
+    input: expand("done{i}", i=range(4))
+rule shared:
+    output: "shared"
+    shell: "touch {output}"
+rule work:
+    input: "shared"
+    output: "done{i}"
+    shell: "date +%s.%N > start{wildcards.i}; sleep 2; date +%s.%N > end{wildcards.i}; touch {output}"
+"""
+
+
+def test_snakemake_never_runs_more_jobs_than_cores(tmp_path):
+    """`make book` relies on --cores bounding parallel jobs (one torch thread each). Snakemake 9.10-9.15
+    start a third job on 2 cores after a lone job finishes (snakemake#3913): the lock pins a release without it."""
+    (tmp_path / "Snakefile").write_text(SCHEDULING_SNAKEFILE)
+    proc = subprocess.run([str(SNAKEMAKE), "--cores", "2", "--quiet"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    spans = [(float((tmp_path / f"start{i}").read_text()), float((tmp_path / f"end{i}").read_text()))
+             for i in range(4)]
+    most_at_once = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
+    assert most_at_once == 2, spans
+
+
 # ---------------------------------------------------------------- notebook runner
 NOTEBOOK = '''# %% [markdown]
 # # A stage
