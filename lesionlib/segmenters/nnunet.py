@@ -59,6 +59,8 @@ class NnUNetSettings(MethodSettings):
     iterations_per_epoch: int = Field(250, ge=1)
     folds: Literal["all", 5] = 5
     tta: bool = True
+    tile_step_size: float = Field(0.5, gt=0, le=1)
+    """Sliding-window step at inference, as a fraction of the patch (nnU-Net's default 0.5: half-overlapping tiles)."""
     final_validation: bool = True
     configuration: str = "3d_fullres"
     num_processes: int = Field(2, ge=0)
@@ -113,6 +115,7 @@ class NnUNetSegmenter(Segmenter):
         return {"epochs": s.epochs(stage), "iterations_per_epoch": s.iterations_per_epoch,
                 "models": members, "folds": folds, "trainer": s.trainer,
                 "configuration": s.configuration, "test_time_augmentation": s.tta,
+                "tile_step_size": s.tile_step_size,
                 "network": "nnU-Net's plans" if s.width_divisor == 1 and s.patch_size is None else
                 f"nnU-Net's plans, feature maps / {s.width_divisor}, patch {list(s.patch_size or [])}"}
 
@@ -240,4 +243,4 @@ class NnUNetSegmenter(Segmenter):
         record = json.loads((self.model_dir / MODEL_RECORD).read_text())
         run = self._run(ADULT_DATASET)
         return run.predict(records, out_dir, tta=self.settings.tta, model_dir=self.model_dir / record["model_dir"],
-                           folds=record["folds"])
+                           folds=record["folds"], tile_step_size=self.settings.tile_step_size)
