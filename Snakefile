@@ -63,6 +63,7 @@ rule data:
         "{GRID} report {ARGS} --notebook data > {log} 2>&1"
 
 
+# Shared by every cell of its method (nnU-Net's being the longest chain of the grid): run first.
 rule prepare:
     input:
         REPORT / "data.ipynb",
@@ -70,6 +71,7 @@ rule prepare:
         P / SHARED_DIR / "{method}.prepared",
     log:
         P / "_logs" / "prepare_{method}.log",
+    priority: 10
     resources:
         gpu=GPU,
     shell:

@@ -208,3 +208,14 @@ def test_write_realism_report_measures_masks_on_disk(tmp_path):
     assert (report["cohort"] == "child").any() and (report["ours"] != "").all()
     assert report.loc[report["quantity"].str.contains("below MNI z") & (report["cohort"] == "adult"), "ours"].iloc[0] \
         == "0.50"
+
+
+def test_cite_sources_numbers_each_source_once_in_order_of_appearance():
+    from lesionlib.synth.realism import cite_sources
+
+    report = pd.DataFrame({"quantity": ["a", "b", "c", "d"],
+                           "source": ["Liew 2022", "SOOP 2024", "Liew 2022", "no reference figure"]})
+    table, sources = cite_sources(report)
+    assert sources == ["Liew 2022", "SOOP 2024"]
+    assert list(table["source"]) == ["[1]", "[2]", "[1]", "no reference figure"]
+    assert list(report["source"])[0] == "Liew 2022"  # the input is not modified

@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "POSTERIOR_FOSSA_Z_MM", "surface_voxel_count", "sphericity", "LesionShape", "lesion_shape", "lesion_table",
     "tissue_class_means", "contrast_ratios", "nonlinear_residual_mm", "summarise_lesions", "anatomy_table",
-    "summarise_anatomy", "ReferenceFigure", "REFERENCES", "reference_table", "realism_report",
+    "summarise_anatomy", "ReferenceFigure", "REFERENCES", "reference_table", "realism_report", "cite_sources",
     "expected_child_brain_fraction", "plot_realism", "REALISM_FILES", "RealismReport", "write_realism_report",
     "adult_lesion_sample_1mm",
 ]
@@ -444,6 +444,24 @@ def realism_report(lesions: pd.DataFrame, anatomy: pd.DataFrame | None = None) -
                 f" (adults {_fmt(adults['csf_wm_ratio'].mean(), 2)})")
             add("child", "contrast_maturation", "WM/GM rises with age; frontal/temporal WM darker (by design)")
     return pd.DataFrame(rows, columns=["cohort", "quantity", "ours", "reference", "kind", "source"])
+
+
+def cite_sources(report: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """``report`` (:func:`realism_report`) with each ``source`` replaced by a number ``[k]``, and the sources.
+
+    Many rows share one source; a numbered list under the table reads better than the same
+    reference written out on every row. Rows without a reference figure keep their text.
+    """
+    sources: list[str] = []
+    keys = []
+    for source in report["source"].fillna(""):
+        if not source or source == "no reference figure":
+            keys.append(source)
+            continue
+        if source not in sources:
+            sources.append(source)
+        keys.append(f"[{sources.index(source) + 1}]")
+    return report.assign(source=keys), sources
 
 
 # --------------------------------------------------------------------------- figure
