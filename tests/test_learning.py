@@ -20,9 +20,16 @@ from lesionlib.train import train
 DICE_FLOOR = 0.3  # held-out mean Dice; the quick profile's whole schedule reaches about 0.6 on 8 adults
 
 
-@pytest.mark.slow
-def test_quick_profile_unet_learns_on_held_out_synthetic_adults(tmp_path):
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
     torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_quick_profile_unet_learns_on_held_out_synthetic_adults(tmp_path, two_threads):
     profile = load_profile("quick")
     generate_adult_cohort(tmp_path / "adult", 8, resolution_mm=profile.data.resolution_mm,
                           seed=profile.data.synth_seed, progress=False)
