@@ -31,18 +31,20 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import nibabel as nib
 import numpy as np
 import torch
-from monai.transforms import Compose
 from scipy import ndimage
 from tqdm.auto import tqdm
 
 from lesionlib.data.records import ImageRecord
 from lesionlib.io import DataValidationError, load_nifti
 from lesionlib.space import same_grid
+
+if TYPE_CHECKING:  # MONAI takes seconds to import; splits and the ATLAS subset rule do not need it
+    from monai.transforms import Compose
 
 __all__ = [
     "POSTERIOR_FOSSA_BOX_MNI",
@@ -421,7 +423,11 @@ class PatchDataset(torch.utils.data.Dataset):
         self.n_epochs = int(n_epochs)
         self.seed = int(seed)
         self.foreground_fraction = float(foreground_fraction)
-        self.augment = augment or Compose([])
+        if augment is None:
+            from monai.transforms import Compose
+
+            augment = Compose([])
+        self.augment = augment
         self._foreground: dict[int, np.ndarray] = {}  # lesion voxel indices per case (per process)
 
     def __len__(self) -> int:
