@@ -27,6 +27,9 @@ PY = sys.executable
 PROF = load_profile(PROFILE)
 RUNS = {r.run_id: r for r in expand_grid(PROF)}
 PREPARED = [m for m in PROF.method_names if get_segmenter(m).needs_preparation]
+# Cells of a prepared method (nnU-Net: preparation, then training, then fine-tuning) are the grid's longest
+# chain; they run under their own rule name with a higher priority so that the chain starts first.
+CHAINED = sorted(r for r, spec in RUNS.items() if spec.method in PREPARED)
 GPU = 1 if PROF.device == "cuda" else 0
 P = RESULTS / PROFILE
 REPORT = P / "_report"
@@ -96,10 +99,18 @@ rule cell:
         notebook=P / "{run}" / f"{CELL_NOTEBOOK}.ipynb",
     log:
         P / "_logs" / "{run}.log",
+    wildcard_constraints:
+        run="|".join(sorted(set(RUNS) - set(CHAINED))) or "(?!)",
     resources:
         gpu=GPU,
     shell:
         "{GRID} run {ARGS} --run-id {wildcards.run} > {log} 2>&1"
+
+
+use rule cell as cell_chained with:
+    wildcard_constraints:
+        run="|".join(CHAINED) or "(?!)",
+    priority: 5
 
 
 rule report:

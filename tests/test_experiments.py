@@ -24,8 +24,9 @@ NETWORKS = ("unet", "resunet", "nnunet")
 def _expected_counts(profile: str) -> dict[str, int]:
     prof = load_profile(profile)
     sets = len(prof.grid.adult_train_sets)
-    cells = (3 * sets * 2 + 3 + 1) * len(prof.seeds)  # adult sets, fine-tuned, child-only; LesionGnb
-    return {"cell": cells, "prepare": 1, "data": 1, "report": 1, "book": 1}
+    nnunet = (sets * 2 + 1) * len(prof.seeds)  # nnU-Net's cells run first, under their own rule name
+    cells = (3 * sets * 2 + 3 + 1) * len(prof.seeds) - nnunet  # adult sets, fine-tuned, child-only; LesionGnb
+    return {"cell": cells, "cell_chained": nnunet, "prepare": 1, "data": 1, "report": 1, "book": 1}
 
 
 @pytest.mark.parametrize("profile", ["quick", "cpu", "gpu", "paper"])
@@ -162,10 +163,20 @@ def test_snakemake_skips_finished_runs_and_waits_for_parents(tmp_path):
                           cwd=config.PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     counts = _job_stats(proc.stdout)
-    assert counts["cell"] == len(grid) - 1
+    assert counts["cell"] + counts["cell_chained"] == len(grid) - 1
     assert "data" not in counts and "prepare" not in counts
     assert "unet_adult-full_ft-child5_seed0/cell.ipynb" in proc.stdout
 
+
+
+
+def test_slurm_profile_sets_resources_of_rules_that_exist():
+    """The SLURM workflow profile asks GPUs for rules by name: a renamed rule would silently get none."""
+    snakefile = (config.PROJECT_ROOT / "Snakefile").read_text()
+    rules = set(re.findall(r"^rule (\w+):", snakefile, re.M)) | set(re.findall(r"^use rule \w+ as (\w+)", snakefile, re.M))
+    profile = yaml.safe_load((config.PROJECT_ROOT / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
+    assert set(profile["set-resources"]) <= rules, set(profile["set-resources"]) - rules
+    assert {"cell", "cell_chained"} <= {name for name, res in profile["set-resources"].items() if res.get("gpu")}
 
 
 SCHEDULING_SNAKEFILE = """
