@@ -168,8 +168,6 @@ def test_snakemake_skips_finished_runs_and_waits_for_parents(tmp_path):
     assert "unet_adult-full_ft-child5_seed0/cell.ipynb" in proc.stdout
 
 
-
-
 def test_slurm_profile_sets_resources_of_rules_that_exist():
     """The SLURM workflow profile asks GPUs for rules by name: a renamed rule would silently get none."""
     snakefile = (config.PROJECT_ROOT / "Snakefile").read_text()
