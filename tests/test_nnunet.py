@@ -295,6 +295,25 @@ def test_finetune_with_transferred_plans_and_pretrained_weights(adult_model):
     print("child stage timings (s):", {k: round(v, 1) for k, v in child.timings_s.items()})
 
 
+@pytest.mark.slow
+def test_seeded_training_is_repeatable(adult_model):
+    """Two trainings with the same seed (CPU, augmentation in the training process) end with the same weights;
+    nnU-Net seeds nothing itself, so without ``seed`` the runs would differ in initialisation and sampling."""
+    import torch
+
+    tmp = adult_model["tmp"]
+    weights = []
+    for name in ("seeded_a", "seeded_b"):
+        run = NnUNetRun(tmp / "ws", 901, "Adult", device="cpu", num_processes=0, results_dir=tmp / name, seed=7)
+        assert run.environment(training=True)["LESIONLIB_NNUNET_SEED"] == "7"
+        fold_dir = run.train("all", epochs=1, iterations=2, final_validation=False)
+        weights.append(torch.load(fold_dir / "checkpoint_final.pth", map_location="cpu",
+                                  weights_only=False)["network_weights"])
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert "LESIONLIB_NNUNET_SEED" not in adult_model["run"].environment(training=True)
+
+
 def test_cli_export_and_missing_plans(tmp_path, monkeypatch):
     """``lesionlib nnunet export`` exports the chosen cases; ``train`` before planning fails clearly."""
     import argparse

@@ -66,6 +66,7 @@ from lesionlib.nnunet.trainers import (
     DEFAULT_EPOCHS,
     DEFAULT_ITERATIONS,
     DEFAULT_TRAINER,
+    SEED_ENV,
     THREADS_ENV,
     trainer_name,
 )
@@ -165,13 +166,19 @@ class NnUNetRun:
     threads
         torch threads of a CPU training process (``None``: nnU-Net's choice, every core); read by
         lesionlib's trainer classes from ``$LESIONLIB_NNUNET_THREADS``.
+    seed
+        Seeds Python's, NumPy's and torch's generators at the start of a training process (weight
+        initialisation, case and patch sampling, augmentation), read by lesionlib's trainer classes
+        from ``$LESIONLIB_NNUNET_SEED``; with ``num_processes=0`` on CPU the run is then repeatable.
+        ``None``: unseeded, as nnU-Net itself.
     """
 
     def __init__(self, run_dir: Path | str, dataset_id: int, dataset_name: str, *,
                  configuration: str = "3d_fullres", device: str | None = None, num_processes: int = 2,
-                 results_dir: Path | str | None = None, threads: int | None = None):
+                 results_dir: Path | str | None = None, threads: int | None = None, seed: int | None = None):
         self.paths = NnUNetPaths(Path(run_dir), None if results_dir is None else Path(results_dir))
         self.threads = threads
+        self.seed = seed
         self.dataset_id = int(dataset_id)
         self.dataset_name = dataset_name
         self.dataset = dataset_folder_name(self.dataset_id, dataset_name)
@@ -233,6 +240,8 @@ class NnUNetRun:
                                      augmentation_workers=self.num_processes if training else None)
         if self.threads is not None:
             env[THREADS_ENV] = str(int(self.threads))
+        if training and self.seed is not None:
+            env[SEED_ENV] = str(int(self.seed))
         return env
 
     # ----------------------------------------------------------------- stages

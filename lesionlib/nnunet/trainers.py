@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_EPOCHS",
     "DEFAULT_ITERATIONS",
     "DEFAULT_VAL_ITERATIONS",
+    "SEED_ENV",
     "THREADS_ENV",
     "Schedule",
     "trainer_name",
@@ -53,6 +54,9 @@ DEFAULT_VAL_ITERATIONS = 50
 
 THREADS_ENV = "LESIONLIB_NNUNET_THREADS"
 """torch threads of a CPU training process, when set (nnU-Net itself uses every core)."""
+
+SEED_ENV = "LESIONLIB_NNUNET_SEED"
+"""Seed of a training process's Python, NumPy and torch generators, when set (nnU-Net seeds nothing)."""
 
 _SUFFIX = "_lesionlib_"
 _NO_FINAL_VAL = "_NoFinalVal"
@@ -122,6 +126,19 @@ def _base_trainer_class(base: str) -> type:
     return cls
 
 
+def _seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators: the ones nnU-Net's network initialisation,
+    data loader (case and patch choice) and augmentation draw from when they run in this process."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def make_short_trainer(epochs: int, iterations: int, val_iterations: int | None = None,
                        final_validation: bool = True, base: str = DEFAULT_TRAINER) -> type:
     """The subclass of nnU-Net's trainer ``base`` with this schedule (created once, then cached).
@@ -143,6 +160,8 @@ def make_short_trainer(epochs: int, iterations: int, val_iterations: int | None 
     # against its own locals, so the signature must be exactly nnU-Net's.
     def __init__(self: Any, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")) -> None:
+        if os.environ.get(SEED_ENV):
+            _seed_everything(int(os.environ[SEED_ENV]))
         parent.__init__(self, plans, configuration, fold, dataset_json, device)
         if device.type == "cpu" and os.environ.get(THREADS_ENV):
             torch.set_num_threads(int(os.environ[THREADS_ENV]))

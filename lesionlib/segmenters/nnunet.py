@@ -57,6 +57,10 @@ class NnUNetSettings(MethodSettings):
     epochs_finetune: int = Field(100, ge=1)
     epochs_child_only: int = Field(1000, ge=1)
     iterations_per_epoch: int = Field(250, ge=1)
+    val_iterations_per_epoch: int | None = Field(None, ge=1)
+    """nnU-Net's per-epoch validation iterations (``None``: nnU-Net's 1 per 5 training iterations). They only
+    feed nnU-Net's pseudo-Dice log and ``checkpoint_best``; predictions use ``checkpoint_final``, so CPU
+    profiles keep one."""
     folds: Literal["all", 5] = 5
     tta: bool = True
     tile_step_size: float = Field(0.5, gt=0, le=1)
@@ -107,12 +111,15 @@ class NnUNetSegmenter(Segmenter):
 
     # ------------------------------------------------------------------ description
     def plan(self, stage: Stage, n_train_images: int) -> dict[str, Any]:
+        from lesionlib.nnunet.trainers import default_val_iterations
+
         s = self.settings
         members = 1 if s.folds == "all" else 5
         folds = "all (one model on the whole training set)" if s.folds == "all" else (
             "5 models fine-tuned from the parent's 5, ensembled" if stage == "finetune"
             else "5-fold cross-validation, 5 models ensembled")
         return {"epochs": s.epochs(stage), "iterations_per_epoch": s.iterations_per_epoch,
+                "val_iterations_per_epoch": s.val_iterations_per_epoch or default_val_iterations(s.iterations_per_epoch),
                 "models": members, "folds": folds, "trainer": s.trainer,
                 "configuration": s.configuration, "test_time_augmentation": s.tta,
                 "tile_step_size": s.tile_step_size,
@@ -201,7 +208,7 @@ class NnUNetSegmenter(Segmenter):
         device = "cuda" if self.device == "cuda" else "cpu"
         return NnUNetRun(self.shared_dir, *dataset, configuration=self.settings.configuration, device=device,
                          num_processes=self.settings.num_processes, results_dir=self.model_dir,
-                         threads=self.settings.threads)
+                         threads=self.settings.threads, seed=self.seed)
 
     def _folds(self, run: Any, purpose: str, records: Sequence) -> tuple[list[int], str]:
         path = run.preprocessed_dir / FOLD_INDEX
@@ -222,6 +229,7 @@ class NnUNetSegmenter(Segmenter):
         for k, fold in enumerate(folds):
             weights = None if parent is None else parent["checkpoints"][k % len(parent["checkpoints"])]
             fold_dirs.append(run.train(fold, epochs=s.epochs(stage), iterations=s.iterations_per_epoch,
+                                       val_iterations=s.val_iterations_per_epoch,
                                        final_validation=s.final_validation, base_trainer=s.trainer, plans=plans,
                                        pretrained_weights=weights))
         record = {"model_dir": os.path.relpath(fold_dirs[0].parent, self.model_dir), "folds": folds,
