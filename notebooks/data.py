@@ -112,6 +112,22 @@ with atomic_path(out / "lesion_volumes.png") as tmp:
 plt.show()
 
 # %% [markdown]
+# ## What a coarser decision grid costs
+# The Dice that a segmentation decided on blocks 2x and 4x the working voxel can reach, per mask
+# (`lesionlib.metrics.resolution_ceiling`; each block labelled lesion when half of it is). The
+# Res-U-Net's ResNet encoder halves the grid in its stem and again before its first residual stage,
+# so its finest skip features lie 2x coarser than its input and its first residual features 4x.
+
+# %%
+from lesionlib.metrics import resolution_ceiling
+
+ceiling = pd.concat([resolution_ceiling(records, data.resolution_mm).assign(cohort=name)
+                     for name, records in (("adult", adult), ("child", child))], ignore_index=True)
+display(ceiling.groupby("cohort")[["ceiling_2x", "ceiling_4x"]].agg(["mean", "median"]).round(3))
+with atomic_path(out / "resolution_ceiling.csv") as tmp:
+    ceiling.to_csv(tmp, index=False)
+
+# %% [markdown]
 # ## The ATLAS subset rule
 
 # %%

@@ -425,3 +425,61 @@ def test_evaluate_records_labels_rows_and_refuses_missing_inputs(tmp_path):
     unlabelled = ImageRecord("toy", "03", "1", tmp_path / "sub-03_T1w.nii.gz", None)
     with pytest.raises(DataValidationError, match="no lesion mask"):
         evaluate_records([unlabelled], preds[:1])
+
+
+# --------------------------------------------------------------------------- resolution ceiling
+def _block_majority_reference(mask: np.ndarray, blocks: tuple[int, ...]) -> np.ndarray:
+    """Loop-by-loop block labelling (independent of the vectorised implementation)."""
+    out = np.zeros(mask.shape, dtype=bool)
+    for i in range(0, mask.shape[0], blocks[0]):
+        for j in range(0, mask.shape[1], blocks[1]):
+            for k in range(0, mask.shape[2], blocks[2]):
+                block = mask[i:i + blocks[0], j:j + blocks[1], k:k + blocks[2]]
+                out[i:i + blocks[0], j:j + blocks[1], k:k + blocks[2]] = block.mean() >= 0.5
+    return out
+
+
+def test_block_majority_dice_matches_a_loop_reference_with_partial_and_anisotropic_blocks():
+    from lesionlib.metrics import block_majority_dice, dice
+
+    rng = np.random.default_rng(3)
+    mask = ndimage.binary_dilation(rng.random((13, 11, 9)) > 0.93, iterations=1)
+    for blocks in [(2, 2, 2), (3, 2, 4), (5, 5, 5), (1, 1, 1)]:
+        expected = dice(_block_majority_reference(mask, blocks), mask)
+        assert block_majority_dice(mask, blocks) == pytest.approx(expected)
+    assert block_majority_dice(mask, 1) == 1.0
+
+
+def test_block_majority_dice_edge_cases():
+    from lesionlib.metrics import block_majority_dice, block_voxels_for
+
+    cube = np.zeros((16, 16, 16), bool)
+    cube[4:8, 8:12, 0:4] = True  # aligned with 2- and 4-voxel blocks
+    assert block_majority_dice(cube, 2) == 1.0 and block_majority_dice(cube, 4) == 1.0
+    single = np.zeros((8, 8, 8), bool)
+    single[3, 3, 3] = True
+    assert block_majority_dice(single, 2) == 0.0  # a lesion smaller than a block is lost
+    assert block_majority_dice(np.zeros((4, 4, 4)), 2) == 1.0
+    for bad in (0, 1.5, (2, 2)):
+        with pytest.raises(ValueError):
+            block_majority_dice(cube, bad)
+    assert block_voxels_for(6.0, (1.0, 1.0, 1.5)) == (6, 6, 4)
+    assert block_voxels_for(6.0, 3.0) == (2, 2, 2)
+
+
+def test_resolution_ceiling_uses_blocks_in_mm_on_each_masks_own_grid(tmp_path):
+    from lesionlib.data.records import ImageRecord
+    from lesionlib.metrics import block_majority_dice, resolution_ceiling
+
+    grid = np.indices((30, 24, 20)).astype(float)
+    mask = ((grid[0] - 14.3) ** 2 + (grid[1] - 11.6) ** 2 + ((grid[2] - 9.2) * 1.5) ** 2) < 8.0 ** 2  # 8 mm ball
+    affine = np.diag([1.0, 1.0, 1.5, 1.0])  # anisotropic: 6 mm blocks are 6 x 6 x 4 voxels
+    path = tmp_path / "sub-01_mask.nii.gz"
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), path)
+    rec = ImageRecord("toy", "01", "1", tmp_path / "sub-01_T1w.nii.gz", path)
+    table = resolution_ceiling([rec], working_resolution_mm=3.0, factors=(2, 4))
+    assert list(table.columns) == ["case_id", "lesion_volume_ml", "ceiling_2x", "ceiling_4x"]
+    assert table.loc[0, "lesion_volume_ml"] == pytest.approx(mask.sum() * 1.5 / 1000)
+    assert table.loc[0, "ceiling_2x"] == pytest.approx(block_majority_dice(mask, (6, 6, 4)))
+    assert table.loc[0, "ceiling_4x"] == pytest.approx(block_majority_dice(mask, (12, 12, 8)))
+    assert table.loc[0, "ceiling_4x"] < table.loc[0, "ceiling_2x"] < 1.0

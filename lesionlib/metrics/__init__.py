@@ -4,6 +4,7 @@
 :func:`case_metrics`          every metric of one case, sharing crop/surfaces/distances
 :func:`evaluate_files`        predicted vs true NIfTI masks -> one table row per case (CSV)
 :func:`summarise_table`       mean/SD/median per metric, with the count of undefined cases
+:func:`resolution_ceiling`    Dice a segmentation decided on a coarser grid can reach, per mask
 :func:`dice`, ...             single metrics: ``dice, precision, recall, volume_ml,
                               volume_difference_ml, hausdorff, hausdorff95, assd,
                               lesion_wise_f1, lesion_count_difference``
@@ -18,9 +19,23 @@ follow the ATLAS R2.0 challenge (:mod:`lesionlib.metrics.lesionwise`).
 """
 
 from lesionlib.metrics.case import DISTANCE_METRICS, METRIC_COLUMNS, case_metrics, metric_device
-from lesionlib.metrics.evaluate import evaluate_files, evaluate_records, load_mask_pair, summarise_table
+from lesionlib.metrics.evaluate import (
+    evaluate_files,
+    evaluate_records,
+    load_mask_pair,
+    resolution_ceiling,
+    summarise_table,
+)
 from lesionlib.metrics.lesionwise import LesionCounts, lesion_count_difference, lesion_counts, lesion_wise_f1
-from lesionlib.metrics.overlap import dice, precision, recall, volume_difference_ml, volume_ml
+from lesionlib.metrics.overlap import (
+    block_majority_dice,
+    block_voxels_for,
+    dice,
+    precision,
+    recall,
+    volume_difference_ml,
+    volume_ml,
+)
 from lesionlib.metrics.surface import SurfaceDistances, assd, hausdorff, hausdorff95, mask_edges, surface_distances
 from lesionlib.metrics.surface_torch import distance_transform_edt_torch, surface_distances_torch
 
@@ -33,11 +48,14 @@ __all__ = [
     "evaluate_records",
     "load_mask_pair",
     "summarise_table",
+    "resolution_ceiling",
     "dice",
     "precision",
     "recall",
     "volume_ml",
     "volume_difference_ml",
+    "block_majority_dice",
+    "block_voxels_for",
     "SurfaceDistances",
     "mask_edges",
     "surface_distances",

@@ -15,9 +15,10 @@ from tqdm.auto import tqdm
 
 from lesionlib.io import DataValidationError, atomic_path, load_nifti, spacing_mm
 from lesionlib.metrics.case import DISTANCE_METRICS, METRIC_COLUMNS, case_metrics
+from lesionlib.metrics.overlap import block_majority_dice, block_voxels_for
 from lesionlib.space import grid_mismatch
 
-__all__ = ["evaluate_files", "evaluate_records", "load_mask_pair", "summarise_table"]
+__all__ = ["evaluate_files", "evaluate_records", "load_mask_pair", "resolution_ceiling", "summarise_table"]
 
 log = logging.getLogger(__name__)
 
@@ -221,3 +222,38 @@ def summarise_table(
     parts = {key: one(group) for key, group in df.groupby(by, sort=True, dropna=False)}
     result = pd.concat(parts, names=[*by, "metric"])
     return result
+
+
+def resolution_ceiling(records: Sequence[Any], working_resolution_mm: float, factors: Sequence[int] = (2, 4),
+                       *, progress: bool = False) -> pd.DataFrame:
+    """Dice ceiling of segmentations decided on grids ``factors`` times coarser than the working grid.
+
+    For each record's lesion mask (on its own grid, any orientation and spacing): the
+    :func:`~lesionlib.metrics.overlap.block_majority_dice` with blocks ``factor x working_resolution_mm``
+    wide (in voxels of the mask's own spacing, per axis). A network that decides lesion membership on
+    such a grid (a ResNet encoder's stride-2 stem: factor 2; its first residual stage: 4) cannot
+    score much above it, whatever it learns.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per record: ``case_id``, ``lesion_volume_ml`` (from the mask) and ``ceiling_<f>x``
+        for each factor.
+
+    Raises
+    ------
+    DataValidationError
+        A mask that cannot be read (see :func:`lesionlib.io.load_nifti`).
+    """
+    rows = []
+    for rec in tqdm(records, desc="resolution ceiling", disable=not progress):
+        img = load_nifti(rec.mask_path, role="mask")
+        mask = np.asarray(img.dataobj) > 0
+        spacing = spacing_mm(img)
+        row: dict[str, Any] = {"case_id": rec.case_id,
+                               "lesion_volume_ml": float(mask.sum() * np.prod(spacing) / 1000.0)}
+        for factor in factors:
+            blocks = block_voxels_for(factor * float(working_resolution_mm), spacing, mask.ndim)
+            row[f"ceiling_{factor}x"] = block_majority_dice(mask, blocks)
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -24,6 +24,8 @@ __all__ = [
     "recall",
     "volume_ml",
     "volume_difference_ml",
+    "block_majority_dice",
+    "block_voxels_for",
     "dice_from_counts",
     "precision_from_counts",
     "recall_from_counts",
@@ -88,3 +90,56 @@ def volume_difference_ml(
     spacing = check_spacing(spacing_mm, p.ndim)
     diff = (int(np.count_nonzero(p)) - int(np.count_nonzero(g))) * float(np.prod(spacing)) / 1000.0
     return abs(diff) if absolute else diff
+
+
+def block_majority_dice(mask: np.ndarray, block_voxels: int | Sequence[int]) -> float:
+    """Dice of ``mask`` against itself seen on a grid of blocks: the resolution ceiling of a coarser segmentation.
+
+    The mask is cut into blocks of ``block_voxels`` voxels per axis (aligned at index 0; the last block
+    of an axis may be partial), each block is labelled lesion when at least half of its voxels are,
+    and the block labels are painted back onto the voxels. The Dice of that labelling against the
+    mask is what a segmentation whose finest decision grid is the block grid can reach (a majority
+    vote per block, not the optimum of every possible labelling, but close to it). A network whose
+    finest informative features lie ``k`` times coarser than its input (e.g. a ResNet encoder's
+    stride-2 stem) has a ceiling near ``block_majority_dice(mask, k)``; small lesions lose most.
+
+    Parameters
+    ----------
+    mask
+        Lesion mask (any non-zero voxel is lesion), 1D to 3D.
+    block_voxels
+        Block size in voxels, one integer for every axis or one per axis (>= 1; 1 gives Dice 1).
+
+    Returns
+    -------
+    float
+        Dice in [0, 1]; 1.0 for an empty mask (an empty block labelling is exact).
+    """
+    m = as_bool_mask(mask)
+    blocks = (block_voxels,) * m.ndim if np.isscalar(block_voxels) else tuple(block_voxels)
+    if len(blocks) != m.ndim or any(int(b) != b or b < 1 for b in blocks):
+        raise ValueError(f"block_voxels must be one positive integer or one per axis ({m.ndim}), got {block_voxels!r}")
+    blocks = tuple(int(b) for b in blocks)
+    padded_shape = tuple(-(-n // b) * b for n, b in zip(m.shape, blocks))
+    padded = np.zeros(padded_shape, dtype=np.float32)
+    padded[tuple(slice(0, n) for n in m.shape)] = m
+    valid = np.zeros(padded_shape, dtype=np.float32)
+    valid[tuple(slice(0, n) for n in m.shape)] = 1.0
+    grouped = tuple(x for n, b in zip(padded_shape, blocks) for x in (n // b, b))
+    block_axes = tuple(range(1, 2 * m.ndim, 2))
+    lesion = padded.reshape(grouped).sum(axis=block_axes)
+    inside = valid.reshape(grouped).sum(axis=block_axes)
+    labels = lesion >= 0.5 * inside
+    painted = labels
+    for axis, b in enumerate(blocks):
+        painted = np.repeat(painted, b, axis=axis)
+    painted = painted[tuple(slice(0, n) for n in m.shape)]
+    return dice(painted, m)
+
+
+def block_voxels_for(block_mm: float, spacing_mm: Sequence[float] | float, ndim: int = 3) -> tuple[int, ...]:
+    """Voxels per axis of a block ``block_mm`` wide on a grid of ``spacing_mm`` (at least 1 per axis)."""
+    spacing = check_spacing(spacing_mm, ndim)
+    if not block_mm > 0:
+        raise ValueError(f"block_mm must be positive, got {block_mm!r}")
+    return tuple(max(1, int(round(block_mm / s))) for s in spacing)
