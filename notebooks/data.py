@@ -113,8 +113,8 @@ plt.show()
 
 # %% [markdown]
 # ## What a coarser decision grid costs
-# The Dice that a segmentation decided on blocks 2x and 4x the working voxel can reach, per mask
-# (`lesionlib.metrics.resolution_ceiling`; each block labelled lesion when half of it is). The
+# The Dice of each mask seen on blocks 2x and 4x the working voxel (`lesionlib.metrics.resolution_ceiling`;
+# each block labelled lesion when half of it is): how much of the Dice rests on finer detail. The
 # Res-U-Net's ResNet encoder halves the grid in its stem and again before its first residual stage,
 # so its finest skip features lie 2x coarser than its input and its first residual features 4x.
 

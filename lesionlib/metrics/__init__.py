@@ -4,7 +4,7 @@
 :func:`case_metrics`          every metric of one case, sharing crop/surfaces/distances
 :func:`evaluate_files`        predicted vs true NIfTI masks -> one table row per case (CSV)
 :func:`summarise_table`       mean/SD/median per metric, with the count of undefined cases
-:func:`resolution_ceiling`    Dice a segmentation decided on a coarser grid can reach, per mask
+:func:`resolution_ceiling`    Dice of each mask seen on blocks k x the working voxel
 :func:`dice`, ...             single metrics: ``dice, precision, recall, volume_ml,
                               volume_difference_ml, hausdorff, hausdorff95, assd,
                               lesion_wise_f1, lesion_count_difference``

@@ -230,9 +230,10 @@ def resolution_ceiling(records: Sequence[Any], working_resolution_mm: float, fac
 
     For each record's lesion mask (on its own grid, any orientation and spacing): the
     :func:`~lesionlib.metrics.overlap.block_majority_dice` with blocks ``factor x working_resolution_mm``
-    wide (in voxels of the mask's own spacing, per axis). A network that decides lesion membership on
-    such a grid (a ResNet encoder's stride-2 stem: factor 2; its first residual stage: 4) cannot
-    score much above it, whatever it learns.
+    wide (in voxels of the mask's own spacing, per axis): the Dice of a labelling constant on such
+    blocks. What a network scores above it, it owes to detail rebuilt from features that lie that
+    much coarser than its input (a ResNet encoder's stride-2 stem: factor 2; its first residual
+    stage: 4).
 
     Returns
     -------

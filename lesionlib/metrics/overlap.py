@@ -93,15 +93,15 @@ def volume_difference_ml(
 
 
 def block_majority_dice(mask: np.ndarray, block_voxels: int | Sequence[int]) -> float:
-    """Dice of ``mask`` against itself seen on a grid of blocks: the resolution ceiling of a coarser segmentation.
+    """Dice of ``mask`` against itself seen on a grid of blocks: how much of its Dice rests on finer detail.
 
     The mask is cut into blocks of ``block_voxels`` voxels per axis (aligned at index 0; the last block
     of an axis may be partial), each block is labelled lesion when at least half of its voxels are,
-    and the block labels are painted back onto the voxels. The Dice of that labelling against the
-    mask is what a segmentation whose finest decision grid is the block grid can reach (a majority
-    vote per block, not the optimum of every possible labelling, but close to it). A network whose
-    finest informative features lie ``k`` times coarser than its input (e.g. a ResNet encoder's
-    stride-2 stem) has a ceiling near ``block_majority_dice(mask, k)``; small lesions lose most.
+    and the block labels are painted back onto the voxels. The result is the Dice that a labelling
+    constant on those blocks reaches (by majority vote, close to the best such labelling). A network
+    whose finest features lie ``k`` times coarser than its input (a ResNet encoder's stride-2 stem:
+    ``k = 2``) must rebuild everything beyond ``block_majority_dice(mask, k)`` from its feature
+    channels; small lesions lose most.
 
     Parameters
     ----------
