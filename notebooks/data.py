@@ -112,7 +112,7 @@ with atomic_path(out / "lesion_volumes.png") as tmp:
 plt.show()
 
 # %% [markdown]
-# ## What a coarser decision grid costs
+# ## What a coarser grid costs
 # The Dice of each mask seen on blocks 2x and 4x the working voxel (`lesionlib.metrics.resolution_ceiling`;
 # each block labelled lesion when half of it is): how much of the Dice rests on finer detail. The
 # Res-U-Net's ResNet encoder halves the grid in its stem and again before its first residual stage,
