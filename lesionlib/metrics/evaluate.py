@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from lesionlib.io import DataValidationError, atomic_path, load_nifti, spacing_mm
 from lesionlib.metrics.case import DISTANCE_METRICS, METRIC_COLUMNS, case_metrics
-from lesionlib.metrics.overlap import block_majority_dice, block_voxels_for
+from lesionlib.metrics.overlap import block_majority_dice, block_voxels_for, volume_ml
 from lesionlib.space import grid_mismatch
 
 __all__ = ["evaluate_files", "evaluate_records", "load_mask_pair", "resolution_ceiling", "summarise_table"]
@@ -251,8 +251,7 @@ def resolution_ceiling(records: Sequence[Any], working_resolution_mm: float, fac
         img = load_nifti(rec.mask_path, role="mask")
         mask = np.asarray(img.dataobj) > 0
         spacing = spacing_mm(img)
-        row: dict[str, Any] = {"case_id": rec.case_id,
-                               "lesion_volume_ml": float(mask.sum() * np.prod(spacing) / 1000.0)}
+        row: dict[str, Any] = {"case_id": rec.case_id, "lesion_volume_ml": volume_ml(mask, spacing)}
         for factor in factors:
             blocks = block_voxels_for(factor * float(working_resolution_mm), spacing, mask.ndim)
             row[f"ceiling_{factor}x"] = block_majority_dice(mask, blocks)
