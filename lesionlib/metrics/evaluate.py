@@ -226,7 +226,7 @@ def summarise_table(
 
 def resolution_ceiling(records: Sequence[Any], working_resolution_mm: float, factors: Sequence[int] = (2, 4),
                        *, progress: bool = False) -> pd.DataFrame:
-    """Dice ceiling of segmentations decided on grids ``factors`` times coarser than the working grid.
+    """Per mask, the Dice it keeps when seen on grids ``factors`` times coarser than the working grid.
 
     For each record's lesion mask (on its own grid, any orientation and spacing): the
     :func:`~lesionlib.metrics.overlap.block_majority_dice` with blocks ``factor x working_resolution_mm``

@@ -129,8 +129,7 @@ def block_majority_dice(mask: np.ndarray, block_voxels: int | Sequence[int]) -> 
     block_axes = tuple(range(1, 2 * m.ndim, 2))
     lesion = padded.reshape(grouped).sum(axis=block_axes)
     inside = valid.reshape(grouped).sum(axis=block_axes)
-    labels = lesion >= 0.5 * inside
-    painted = labels
+    painted = lesion >= 0.5 * inside  # one label per block, painted back onto its voxels below
     for axis, b in enumerate(blocks):
         painted = np.repeat(painted, b, axis=axis)
     painted = painted[tuple(slice(0, n) for n in m.shape)]
