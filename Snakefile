@@ -12,7 +12,8 @@
 # lesionlib.notebook_runner: jupytext -> papermill, into results/<profile>/<run_id>/), the report
 # notebooks and the book. A cell's executed notebook is moved into place only when every notebook
 # cell succeeded, so finished cells are skipped and a failed one is re-run (its partial notebook
-# stays under FAILED-cell-<time>/).
+# stays under FAILED-cell-<time>/). Every job's wall-clock and CPU seconds (Snakemake's `benchmark:`) go to
+# results/<profile>/_logs/benchmarks/<job>.tsv: `python -m lesionlib grid timings` sums them up.
 import sys
 from pathlib import Path
 
@@ -27,9 +28,11 @@ PY = sys.executable
 PROF = load_profile(PROFILE)
 RUNS = {r.run_id: r for r in expand_grid(PROF)}
 PREPARED = [m for m in PROF.method_names if get_segmenter(m).needs_preparation]
-# Cells of a prepared method (nnU-Net: preparation, then training, then fine-tuning) are the grid's longest
-# chain; they run under their own rule name with a higher priority so that the chain starts first.
-CHAINED = sorted(r for r, spec in RUNS.items() if spec.method in PREPARED)
+# A prepared method's training cells and their fine-tuning (nnU-Net: preparation, then training, then
+# fine-tuning) are the grid's longest chain; they run under their own rule name with a higher priority so
+# that the chain starts first. Its leaf cells (trained on the five children alone) wait with the others.
+PARENTS = {spec.parent for spec in RUNS.values() if spec.parent}
+CHAINED = sorted(r for r, spec in RUNS.items() if spec.method in PREPARED and (r in PARENTS or spec.parent))
 GPU = 1 if PROF.device == "cuda" else 0
 P = RESULTS / PROFILE
 REPORT = P / "_report"
@@ -62,6 +65,8 @@ rule data:
         REPORT / "data.ipynb",
     log:
         P / "_logs" / "data.log",
+    benchmark:
+        P / "_logs" / "benchmarks" / "data.tsv"
     shell:
         "{GRID} report {ARGS} --notebook data > {log} 2>&1"
 
@@ -74,6 +79,8 @@ rule prepare:
         P / SHARED_DIR / "{method}.prepared",
     log:
         P / "_logs" / "prepare_{method}.log",
+    benchmark:
+        P / "_logs" / "benchmarks" / "prepare_{method}.tsv"
     priority: 10
     resources:
         gpu=GPU,
@@ -99,6 +106,8 @@ rule cell:
         notebook=P / "{run}" / f"{CELL_NOTEBOOK}.ipynb",
     log:
         P / "_logs" / "{run}.log",
+    benchmark:
+        P / "_logs" / "benchmarks" / "{run}.tsv"
     wildcard_constraints:
         run="|".join(sorted(set(RUNS) - set(CHAINED))) or "(?!)",
     resources:
@@ -121,6 +130,8 @@ rule report:
         figures=REPORT / "figures.ipynb",
     log:
         P / "_logs" / "report.log",
+    benchmark:
+        P / "_logs" / "benchmarks" / "report.tsv"
     shell:
         "({GRID} report {ARGS} --notebook tables && {GRID} report {ARGS} --notebook figures) > {log} 2>&1"
 
@@ -134,6 +145,8 @@ rule book:
         BOOK / "_build" / "html" / "index.html",
     log:
         P / "_logs" / "book.log",
+    benchmark:
+        P / "_logs" / "benchmarks" / "book.tsv"
     shell:
         "LESIONLIB_PROFILE={PROFILE} LESIONLIB_RESULTS={RESULTS} "
         "{PY} -m lesionlib.reporting.book --profile {PROFILE} --results {RESULTS} --output {BOOK} > {log} 2>&1"

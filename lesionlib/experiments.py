@@ -19,6 +19,7 @@ Command line (used by the Snakefile)::
     lesionlib grid prepare --profile quick --method nnunet
     lesionlib grid run --profile quick --run-id unet_adult-full_seed0
     lesionlib grid report --profile quick --notebook tables
+    lesionlib grid timings --profile quick      # every job's wall-clock and CPU seconds, after a run
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lesionlib import config
 from lesionlib.profile import Profile, load_profile
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "CELL_NOTEBOOK",
@@ -40,6 +44,7 @@ __all__ = [
     "RunSpec",
     "expand_grid",
     "grid_by_id",
+    "job_timings",
     "run_id_for",
     "resolved_settings",
     "run_cell",
@@ -221,6 +226,31 @@ def run_report(name: str, profile: str = config.DEFAULT_PROFILE, *, results_root
                         timeout_s=timeout_s)
 
 
+def job_timings(profile: str, results_root: Path | None = None) -> pd.DataFrame:
+    """Wall-clock and CPU seconds of every job of a profile's last ``snakemake`` run, longest first.
+
+    Read from Snakemake's ``benchmark:`` files, ``<results>/<profile>/_logs/benchmarks/<job>.tsv``
+    (columns ``s`` and ``cpu_time``). Returns one row per job: ``job``, ``wall_s``, ``cpu_s`` and
+    ``cpu_per_wall`` (about 1 for a job that had its core to itself; less when it waited for I/O or
+    shared the core). Raises ``FileNotFoundError`` naming the folder when there is no benchmark file.
+    """
+    import pandas as pd
+
+    folder = Path(results_root or config.results_root()) / profile / "_logs" / "benchmarks"
+    files = sorted(folder.glob("*.tsv"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no job timings (run the profile with snakemake / make book first)")
+    rows = []
+    for f in files:
+        try:
+            table = pd.read_csv(f, sep="\t")
+            wall, cpu = float(table["s"].iloc[-1]), float(table["cpu_time"].iloc[-1])
+        except (KeyError, IndexError, ValueError, pd.errors.ParserError) as exc:
+            raise ValueError(f"{f}: not a Snakemake benchmark file (columns s, cpu_time): {exc}") from exc
+        rows.append({"job": f.stem, "wall_s": wall, "cpu_s": cpu, "cpu_per_wall": cpu / wall if wall > 0 else float("nan")})
+    return pd.DataFrame(rows).sort_values("wall_s", ascending=False, ignore_index=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # command line
 # ---------------------------------------------------------------------------------------------
@@ -244,6 +274,9 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--notebook", required=True, choices=REPORT_NOTEBOOKS)
     p.add_argument("--results", type=Path, default=None, help="results root (default $LESIONLIB_RESULTS)")
     p.add_argument("--timeout-s", type=float, default=None, help="per-notebook-cell timeout")
+    p = sub.add_parser("timings", help="wall-clock and CPU seconds of every job of the profile's last snakemake run")
+    p.add_argument("--profile", default=config.DEFAULT_PROFILE)
+    p.add_argument("--results", type=Path, default=None, help="results root (default $LESIONLIB_RESULTS)")
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -264,6 +297,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "prepare":
         run_prepare(args.profile, args.method, results_root=args.results)
         return 0
+    if args.command == "timings":
+        table = job_timings(args.profile, args.results)
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+        print(f"total: {table.wall_s.sum():.0f} job-s wall, {table.cpu_s.sum():.0f} CPU-s over {len(table)} jobs")
+        return 0
     if args.command == "report":
         run_report(args.notebook, args.profile, results_root=args.results, timeout_s=args.timeout_s)
         return 0
@@ -275,7 +313,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    """``lesionlib grid {list,prepare,run,report}`` (for :mod:`lesionlib.cli`)."""
+    """``lesionlib grid {list,prepare,run,report,timings}`` (for :mod:`lesionlib.cli`)."""
     parser = subparsers.add_parser("grid", help="the experiment grid: list cells, prepare, run a cell, run a report",
                                    description=__doc__.splitlines()[0])
     _add_commands(parser.add_subparsers(dest="command", required=True))

@@ -24,7 +24,7 @@ NETWORKS = ("unet", "resunet", "nnunet")
 def _expected_counts(profile: str) -> dict[str, int]:
     prof = load_profile(profile)
     sets = len(prof.grid.adult_train_sets)
-    nnunet = (sets * 2 + 1) * len(prof.seeds)  # nnU-Net's cells run first, under their own rule name
+    nnunet = sets * 2 * len(prof.seeds)  # nnU-Net's adult and fine-tuning cells run first, under their own rule name
     cells = (3 * sets * 2 + 3 + 1) * len(prof.seeds) - nnunet  # adult sets, fine-tuned, child-only; LesionGnb
     return {"cell": cells, "cell_chained": nnunet, "prepare": 1, "data": 1, "report": 1, "book": 1}
 
@@ -145,6 +145,50 @@ def test_snakemake_dry_run_lists_the_grid(profile, tmp_path):
     for rule, n in expected.items():
         assert counts.get(rule) == n, (rule, counts)
     assert counts["total"] == sum(expected.values()) + 1  # + rule all
+
+
+def test_the_nnunet_chain_is_prioritised_and_its_leaf_cell_waits(tmp_path):
+    """nnU-Net's adult training and its fine-tuning (the grid's longest chain) run under `cell_chained`
+    (priority above the other cells); its five-child cell, which nothing depends on, under `cell`."""
+    proc = subprocess.run([str(SNAKEMAKE), "-n", "--config", "profile=quick", f"results={tmp_path}"],
+                          cwd=config.PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rule_of = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", proc.stdout):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        run = re.search(r"wildcards: run=(\S+)", block)
+        if head and run:
+            rule_of[run.group(1)] = head.group(1)
+    assert rule_of["nnunet_adult-full_seed0"] == "cell_chained"
+    assert rule_of["nnunet_adult-full_ft-child5_seed0"] == "cell_chained"
+    assert rule_of["nnunet_child5_seed0"] == "cell"
+    assert {r for r, rule in rule_of.items() if rule == "cell_chained"} == {
+        "nnunet_adult-full_seed0", "nnunet_adult-full_ft-child5_seed0"}
+
+
+def test_job_timings_reads_snakemake_benchmarks(tmp_path, capsys):
+    from lesionlib.experiments import job_timings, register_cli
+
+    with pytest.raises(FileNotFoundError, match="benchmarks"):
+        job_timings("quick", tmp_path)
+    folder = tmp_path / "quick" / "_logs" / "benchmarks"
+    folder.mkdir(parents=True)
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    (folder / "data.tsv").write_text(header + "35.0\t0:00:35\t900\t1\t1\t1\t0\t0\t95\t33.0\n")
+    (folder / "unet_adult-full_seed0.tsv").write_text(header + "258.0\t0:04:18\t2000\t1\t1\t1\t0\t0\t90\t129.0\n")
+    table = job_timings("quick", tmp_path)
+    assert list(table.job) == ["unet_adult-full_seed0", "data"]  # longest first
+    assert table.wall_s.tolist() == [258.0, 35.0] and table.cpu_per_wall.tolist() == [0.5, 33.0 / 35.0]
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    register_cli(parser.add_subparsers(dest="top"))
+    args = parser.parse_args(["grid", "timings", "--profile", "quick", "--results", str(tmp_path)])
+    assert args.func(args) == 0
+    assert "total: 293 job-s wall, 162 CPU-s over 2 jobs" in capsys.readouterr().out
+    (folder / "book.tsv").write_text("not a benchmark\n1\n")
+    with pytest.raises(ValueError, match="book.tsv"):
+        job_timings("quick", tmp_path)
 
 
 def test_snakemake_skips_finished_runs_and_waits_for_parents(tmp_path):
