@@ -22,7 +22,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$lock_hash" ]; then
     # torch and torchvision first: torch 2.13.0+cpu cannot import PyPI's torchvision (needed by
     # nnunetv2 -> timm); this pair is taken from local disk where available.
     # --no-compile: no byte-compiling of every installed module (torch alone: ~15 s of CPU); Python
-    # compiles what it imports, once, on first use.
+    # compiles what it imports, once, on first use (the Makefile makes sure it may write the bytecode).
     "$venv/bin/python" -m pip install -q --no-compile "torch==2.14.1" "torchvision==0.29.1"
     "$venv/bin/python" -m pip install -q --no-compile -c "$here/requirements/constraints.txt" -e "$here[test]"
     echo "$lock_hash" > "$stamp"
