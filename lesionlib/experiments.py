@@ -230,9 +230,10 @@ def job_timings(profile: str, results_root: Path | None = None) -> pd.DataFrame:
     """Wall-clock and CPU seconds of every job of a profile's last ``snakemake`` run, longest first.
 
     Read from Snakemake's ``benchmark:`` files, ``<results>/<profile>/_logs/benchmarks/<job>.tsv``
-    (columns ``s`` and ``cpu_time``). Returns one row per job: ``job``, ``wall_s``, ``cpu_s`` and
-    ``cpu_per_wall`` (about 1 for a job that had its core to itself; less when it waited for I/O or
-    shared the core). Raises ``FileNotFoundError`` naming the folder when there is no benchmark file.
+    (columns ``s`` and ``cpu_time``). Returns one row per job: ``job``, ``wall_s`` and ``cpu_s``, the
+    CPU time Snakemake's sampling of the job's processes saw (it misses short-lived subprocesses, e.g.
+    most of nnU-Net's, so it is a lower bound). Raises ``FileNotFoundError`` naming the folder when
+    there is no benchmark file, ``ValueError`` naming a file that is not a benchmark table.
     """
     import pandas as pd
 
@@ -247,7 +248,7 @@ def job_timings(profile: str, results_root: Path | None = None) -> pd.DataFrame:
             wall, cpu = float(table["s"].iloc[-1]), float(table["cpu_time"].iloc[-1])
         except (KeyError, IndexError, ValueError, pd.errors.ParserError) as exc:
             raise ValueError(f"{f}: not a Snakemake benchmark file (columns s, cpu_time): {exc}") from exc
-        rows.append({"job": f.stem, "wall_s": wall, "cpu_s": cpu, "cpu_per_wall": cpu / wall if wall > 0 else float("nan")})
+        rows.append({"job": f.stem, "wall_s": wall, "cpu_s": cpu})
     return pd.DataFrame(rows).sort_values("wall_s", ascending=False, ignore_index=True)
 
 
@@ -300,7 +301,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "timings":
         table = job_timings(args.profile, args.results)
         print(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
-        print(f"total: {table.wall_s.sum():.0f} job-s wall, {table.cpu_s.sum():.0f} CPU-s over {len(table)} jobs")
+        print(f"total: {table.wall_s.sum():.0f} job-s wall over {len(table)} jobs "
+              f"({table.cpu_s.sum():.0f} CPU-s seen by Snakemake's sampling)")
         return 0
     if args.command == "report":
         run_report(args.notebook, args.profile, results_root=args.results, timeout_s=args.timeout_s)

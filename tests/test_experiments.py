@@ -178,14 +178,14 @@ def test_job_timings_reads_snakemake_benchmarks(tmp_path, capsys):
     (folder / "unet_adult-full_seed0.tsv").write_text(header + "258.0\t0:04:18\t2000\t1\t1\t1\t0\t0\t90\t129.0\n")
     table = job_timings("quick", tmp_path)
     assert list(table.job) == ["unet_adult-full_seed0", "data"]  # longest first
-    assert table.wall_s.tolist() == [258.0, 35.0] and table.cpu_per_wall.tolist() == [0.5, 33.0 / 35.0]
+    assert table.wall_s.tolist() == [258.0, 35.0] and table.cpu_s.tolist() == [129.0, 33.0]
     import argparse
 
     parser = argparse.ArgumentParser()
     register_cli(parser.add_subparsers(dest="top"))
     args = parser.parse_args(["grid", "timings", "--profile", "quick", "--results", str(tmp_path)])
     assert args.func(args) == 0
-    assert "total: 293 job-s wall, 162 CPU-s over 2 jobs" in capsys.readouterr().out
+    assert "total: 293 job-s wall over 2 jobs (162 CPU-s" in capsys.readouterr().out
     (folder / "book.tsv").write_text("not a benchmark\n1\n")
     with pytest.raises(ValueError, match="book.tsv"):
         job_timings("quick", tmp_path)
