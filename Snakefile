@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from lesionlib import config as lconfig
-from lesionlib.experiments import CELL_NOTEBOOK, SHARED_DIR, expand_grid
+from lesionlib.experiments import CELL_NOTEBOOK, SHARED_DIR, TIMINGS_DIR, expand_grid
 from lesionlib.profile import load_profile
 from lesionlib.segmenters import get_segmenter
 
@@ -36,6 +36,7 @@ CHAINED = sorted(r for r, spec in RUNS.items() if spec.method in PREPARED and (r
 GPU = 1 if PROF.device == "cuda" else 0
 P = RESULTS / PROFILE
 REPORT = P / "_report"
+TIMINGS = P / TIMINGS_DIR  # one benchmark table per job (lesionlib grid timings)
 BOOK = P / "_book"  # one book per profile and results root: <results>/<profile>/_book/_build/html/
 GRID = f"{PY} -m lesionlib grid"
 ARGS = f"--profile {PROFILE} --results {RESULTS}"
@@ -66,7 +67,7 @@ rule data:
     log:
         P / "_logs" / "data.log",
     benchmark:
-        P / "_logs" / "benchmarks" / "data.tsv"
+        TIMINGS / "data.tsv"
     shell:
         "{GRID} report {ARGS} --notebook data > {log} 2>&1"
 
@@ -80,7 +81,7 @@ rule prepare:
     log:
         P / "_logs" / "prepare_{method}.log",
     benchmark:
-        P / "_logs" / "benchmarks" / "prepare_{method}.tsv"
+        TIMINGS / "prepare_{method}.tsv"
     priority: 10
     resources:
         gpu=GPU,
@@ -107,7 +108,7 @@ rule cell:
     log:
         P / "_logs" / "{run}.log",
     benchmark:
-        P / "_logs" / "benchmarks" / "{run}.tsv"
+        TIMINGS / "{run}.tsv"
     wildcard_constraints:
         run="|".join(sorted(set(RUNS) - set(CHAINED))) or "(?!)",
     resources:
@@ -131,7 +132,7 @@ rule report:
     log:
         P / "_logs" / "report.log",
     benchmark:
-        P / "_logs" / "benchmarks" / "report.tsv"
+        TIMINGS / "report.tsv"
     shell:
         "({GRID} report {ARGS} --notebook tables && {GRID} report {ARGS} --notebook figures) > {log} 2>&1"
 
@@ -146,7 +147,7 @@ rule book:
     log:
         P / "_logs" / "book.log",
     benchmark:
-        P / "_logs" / "benchmarks" / "book.tsv"
+        TIMINGS / "book.tsv"
     shell:
         "LESIONLIB_PROFILE={PROFILE} LESIONLIB_RESULTS={RESULTS} "
         "{PY} -m lesionlib.reporting.book --profile {PROFILE} --results {RESULTS} --output {BOOK} > {log} 2>&1"

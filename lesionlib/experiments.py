@@ -45,6 +45,7 @@ __all__ = [
     "expand_grid",
     "grid_by_id",
     "job_timings",
+    "TIMINGS_DIR",
     "run_id_for",
     "resolved_settings",
     "run_cell",
@@ -58,6 +59,8 @@ log = logging.getLogger(__name__)
 
 NOTEBOOKS_DIR = config.PROJECT_ROOT / "notebooks"
 CELL_NOTEBOOK = "cell"
+#: Where the Snakefile's jobs write their ``benchmark:`` tables, under ``<results>/<profile>/``.
+TIMINGS_DIR = Path("_logs") / "benchmarks"
 REPORT_NOTEBOOKS = ("data", "tables", "figures")
 REPORT_DIR = "_report"
 SHARED_DIR = "_shared"
@@ -237,7 +240,7 @@ def job_timings(profile: str, results_root: Path | None = None) -> pd.DataFrame:
     """
     import pandas as pd
 
-    folder = Path(results_root or config.results_root()) / profile / "_logs" / "benchmarks"
+    folder = Path(results_root or config.results_root()) / profile / TIMINGS_DIR
     files = sorted(folder.glob("*.tsv"))
     if not files:
         raise FileNotFoundError(f"{folder}: no job timings (run the profile with snakemake / make book first)")
