@@ -31,3 +31,9 @@ deep learning models*. Where to find things:
 """
 
 __version__ = "0.1.0"
+
+# One clone, one code (lesionlib.clone): stop here, naming both clones, when this copy of lesionlib is not the
+# clone the process was started from ($LESIONLIB_CLONE, or the clone holding the current folder).
+from lesionlib import clone as _clone  # noqa: E402
+
+_clone.check(__file__)
