@@ -11,6 +11,12 @@ CORES ?= 2
 # PYTHONDONTWRITEBYTECODE=1 inherited from the shell forbids that, and every import of every job then
 # compiles from source again (measured on 2 busy cores: `import monai` 37 s instead of 14 s).
 unexport PYTHONDONTWRITEBYTECODE
+# One clone, one code: clones on one machine share the venv, whose editable install points at the clone
+# that ran `make` last. Every process started from here (Snakemake and its jobs, papermill and book kernels)
+# imports this clone's lesionlib, first on PYTHONPATH; lesionlib stops with an error naming both clones
+# when it was imported from another one than $LESIONLIB_CLONE (lesionlib/clone.py).
+export LESIONLIB_CLONE := $(CURDIR)
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: setup data book test clean-results
 

@@ -17,10 +17,16 @@
 import sys
 from pathlib import Path
 
+from lesionlib import clone as lclone
 from lesionlib import config as lconfig
 from lesionlib.experiments import CELL_NOTEBOOK, SHARED_DIR, TIMINGS_DIR, expand_grid
 from lesionlib.profile import load_profile
 from lesionlib.segmenters import get_segmenter
+
+# One clone, one code: Snakemake imported the lesionlib of this Snakefile's clone (it puts the Snakefile's folder
+# first on sys.path); every job, and the notebook and book kernels the jobs start, imports the same clone
+# ($LESIONLIB_CLONE and PYTHONPATH, inherited), not the one the shared venv's editable install points at.
+lclone.export_to_children()
 
 PROFILE = str(config.get("profile", lconfig.DEFAULT_PROFILE))
 RESULTS = Path(config.get("results", lconfig.results_root())).resolve()

@@ -12,6 +12,15 @@ py="${PYTHON:-python3}"
 lock_hash="$(cat "$here/requirements/constraints.txt" "$here/pyproject.toml" | sha256sum | cut -c1-16)"
 stamp="$venv/.lesionlib-lock"
 
+# The clone the venv's editable install points at now (empty when none): the one that ran setup last.
+editable_clone() {
+    [ -x "$venv/bin/python" ] || return 0
+    (cd / && env -u PYTHONPATH -u LESIONLIB_CLONE LESIONLIB_CLONE_CHECK=0 "$venv/bin/python" -c \
+        'import os, lesionlib; print(os.path.dirname(os.path.dirname(os.path.realpath(lesionlib.__file__))))' \
+        2>/dev/null) || true
+}
+previous="$(editable_clone)"
+
 if [ ! -x "$venv/bin/python" ]; then
     echo "[setup] creating venv at $venv"
     "$py" -m venv "$venv"
@@ -29,5 +38,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$lock_hash" ]; then
 else
     # Point the editable install at this clone (fast, no dependency resolution).
     "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$here" >/dev/null
+fi
+# Other clones sharing this venv keep importing their own code when run through their Makefile (it exports
+# LESIONLIB_CLONE and PYTHONPATH); started otherwise, lesionlib stops with an error naming both clones.
+if [ -n "$previous" ] && [ "$previous" != "$(cd "$here" && pwd -P)" ]; then
+    echo "[setup] the venv's editable install now points at $here (it pointed at $previous: run make there," \
+         "or set PYTHONPATH=$previous, to use that clone)"
 fi
 echo "[setup] venv ready: $venv"
