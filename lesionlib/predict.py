@@ -6,14 +6,16 @@ resampling to the model's spacing, brain crop, z-score) -> MONAI sliding-window 
 grid -> resampled back onto the input grid by trilinear interpolation through the two affines
 (``inv(A_processed) @ A_input``; this undoes reorientation, resampling and cropping in one step)
 -> threshold 0.5 (the two-class argmax) -> optional post-processing -> ``uint8`` mask with the
-input's shape, affine and header, written atomically to
-``<out_root>/derivatives/lesionlib/sub-X/ses-Y/anat/sub-X_ses-Y[_space-S]_desc-lesion_mask.nii.gz``
-with a JSON sidecar describing the model and settings.
+input's shape, affine and header, written atomically into the BIDS-derivatives dataset of the
+record's source dataset (:func:`lesionlib.bids.save_prediction`)::
+
+    <out_root>/<dataset>/sub-X/ses-Y/anat/sub-X_ses-Y[_space-S]_desc-lesion_mask.nii.gz
+
+with a JSON sidecar naming the input (``Sources``) and describing the model and settings.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -29,7 +31,7 @@ from tqdm.auto import tqdm
 from lesionlib import bids
 from lesionlib.data.records import ImageRecord
 from lesionlib.data.validate import require_valid
-from lesionlib.io import atomic_path, load_nifti, save_nifti_atomic
+from lesionlib.io import load_nifti
 from lesionlib.train import autocast, model_from_checkpoint, resolve_device
 from lesionlib.transforms import preprocessing
 
@@ -60,7 +62,7 @@ def postprocess_mask(mask: np.ndarray, min_size_voxels: int = 0, largest_compone
 
 def prediction_space(record: ImageRecord) -> str | None:
     """The BIDS ``space`` entity of the record's image file name (``None`` for native space)."""
-    return bids.parse_entities(Path(record.image_path).name).get("space")
+    return bids.image_space(record.image_path)
 
 
 def predict_probability(model: torch.nn.Module, image_path: os.PathLike | str, spacing_mm: Sequence[float],
@@ -107,7 +109,9 @@ def predict_records(model_or_checkpoint: torch.nn.Module | os.PathLike | str, re
         A lesionlib checkpoint (``checkpoint_best.pt``; spacing and patch size are read from it)
         or a model, in which case ``spacing_mm`` and ``patch_size`` are required.
     out_root
-        Root under which ``derivatives/lesionlib/...`` is written.
+        Folder of the derivative datasets: each record's mask goes to
+        :func:`lesionlib.bids.prediction_mask_path` ``(out_root, record)``, i.e. under
+        ``out_root/<record.dataset>/``, which gets a ``dataset_description.json`` if it has none.
     overlap
         Sliding-window overlap in [0, 1).
     min_size_voxels, largest_component
@@ -140,23 +144,18 @@ def predict_records(model_or_checkpoint: torch.nn.Module | os.PathLike | str, re
                       "epoch": ckpt.get("epoch"), "encoder_pretrained": bool(ckpt.get("encoder_pretrained", False))}
     settings = {"overlap": overlap, "min_size_voxels": int(min_size_voxels), "largest_component": largest_component,
                 "spacing_mm": [float(s) for s in spacing_mm], "patch_size": [int(p) for p in patch_size]}
+    description = f"lesion segmentation by {provenance['model']} (lesionlib.predict, sliding-window inference)"
     written: list[Path] = []
     for rec in tqdm(records, desc="predict", disable=not progress, unit="image"):
         prob, original = predict_probability(model, rec.image_path, spacing_mm, patch_size, overlap=overlap,
                                              sw_batch_size=sw_batch_size, device=device_t, amp=amp)
         mask = postprocess_mask(prob >= 0.5, min_size_voxels=min_size_voxels, largest_component=largest_component)
-        rec_space = prediction_space(rec) if space == "auto" else space
-        out_path = bids.prediction_path(Path(out_root), rec.subject, rec.session, space=rec_space)
         header = original.header.copy()
         img = nib.Nifti1Image(mask.astype(np.uint8), original.affine, header)
         img.set_data_dtype(np.uint8)
         img.header.set_slope_inter(1.0, 0.0)
-        save_nifti_atomic(img, out_path)
-        sidecar = {"Sources": [str(rec.image_path)], "Description": "lesion mask predicted by lesionlib",
-                   **provenance, **settings, "n_voxels": int(mask.sum())}
-        json_path = out_path.with_name(out_path.name.replace(".nii.gz", ".json"))
-        with atomic_path(json_path) as tmp:
-            tmp.write_text(json.dumps(sidecar, indent=2))
+        out_path = bids.save_prediction(img, out_root, rec, description=description, space=space,
+                                        sidecar={**provenance, **settings, "n_voxels": int(mask.sum())})
         log.debug("%s: %d lesion voxels -> %s", rec.case_id, int(mask.sum()), out_path)
         written.append(out_path)
     return written

@@ -65,7 +65,8 @@ def test_prediction_on_lps_anisotropic_grid_keeps_shape_affine_and_lesion_positi
     out = tmp_path / "out"
     [path] = predict_records(BrightVoxelNet(), [record], out, spacing_mm=(2.0, 2.0, 2.0), patch_size=(16, 16, 16),
                              device="cpu", progress=False)
-    assert path == bids.prediction_path(out, "07", "2", space=None)
+    assert path == out / "toy_child" / "sub-07" / "ses-2" / "anat" / "sub-07_ses-2_desc-lesion_mask.nii.gz"
+    assert path == bids.prediction_mask_path(out, record)
     pred = nib.load(path)
     assert pred.shape == lesion.shape
     np.testing.assert_allclose(pred.affine, affine, atol=1e-5)
@@ -78,6 +79,8 @@ def test_prediction_on_lps_anisotropic_grid_keeps_shape_affine_and_lesion_positi
     assert np.all(np.abs(com_pred - com_true) < 1.0)  # voxels of the input grid
     sidecar = json.loads(path.with_name(path.name.replace(".nii.gz", ".json")).read_text())
     assert sidecar["encoder_pretrained"] is False and sidecar["spacing_mm"] == [2.0, 2.0, 2.0]
+    assert sidecar["Sources"] == ["bids:source:sub-07/ses-2/anat/sub-07_ses-2_T1w.nii.gz"]
+    assert sidecar["Type"] == "Lesion"
 
 
 def test_space_entity_comes_from_the_input_name(tmp_path, make_affine, write_nifti):
