@@ -19,7 +19,7 @@ Command line (used by the Snakefile)::
     lesionlib grid prepare --profile quick --method nnunet
     lesionlib grid run --profile quick --run-id unet_adult-full_seed0
     lesionlib grid report --profile quick --notebook tables
-    lesionlib grid timings --profile quick      # every job's wall-clock and CPU seconds, after a run
+    lesionlib grid timings --profile quick      # every job's wall-clock, CPU seconds and peak RSS, after a run
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from lesionlib import config
 from lesionlib.profile import Profile, load_profile
+from lesionlib.resources import RESOURCES_JSON, read_resources
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,6 +46,7 @@ __all__ = [
     "expand_grid",
     "grid_by_id",
     "job_timings",
+    "report_resources_file",
     "TIMINGS_DIR",
     "run_id_for",
     "resolved_settings",
@@ -183,13 +185,17 @@ def resolved_settings(spec: RunSpec, profile: Profile | None = None, *, with_dat
 # ---------------------------------------------------------------------------------------------
 
 def run_prepare(profile: str, method: str, *, results_root: Path | None = None, progress: bool = False) -> Path:
-    """Run ``method``'s shared preparation for ``profile`` (a no-op for methods without one)."""
+    """Run ``method``'s shared preparation for ``profile`` (a no-op for methods without one); its measured
+    resources go to ``<folder>/resources.json`` (:class:`lesionlib.resources.ResourceMeter`)."""
+    from lesionlib.resources import ResourceMeter, write_resources
     from lesionlib.segmenters import get_segmenter
 
     prof = load_profile(profile)
     folder = shared_dir(profile, method, results_root)
     folder.mkdir(parents=True, exist_ok=True)
-    get_segmenter(method).prepare(prof, folder, progress=progress)
+    with ResourceMeter() as meter:
+        get_segmenter(method).prepare(prof, folder, progress=progress)
+    write_resources(folder / RESOURCES_JSON, {**meter.usage.record(), "stage": "prepare", "status": "complete"})
     return folder
 
 
@@ -207,7 +213,7 @@ def run_cell(spec: RunSpec, *, results_root: Path | None = None, notebooks_dir: 
         Path(notebooks_dir) / f"{CELL_NOTEBOOK}.py", spec.run_dir(root), stage=CELL_NOTEBOOK,
         parameters=lambda out_dir: {"profile": spec.profile, "run_id": spec.run_id, "results_root": str(root),
                                     "out_dir": str(out_dir)},
-        run_params=spec.params(), timeout_s=timeout_s,
+        run_params=spec.params(), timeout_s=timeout_s, resources_file=RESOURCES_JSON,
     )
 
 
@@ -226,33 +232,88 @@ def run_report(name: str, profile: str = config.DEFAULT_PROFILE, *, results_root
     return run_notebook(Path(notebooks_dir) / f"{name}.py", root / profile / REPORT_DIR, stage=name,
                         parameters=lambda out_dir: {"profile": profile, "results_root": str(root),
                                                     "out_dir": str(out_dir)},
-                        timeout_s=timeout_s)
+                        timeout_s=timeout_s, resources_file=report_resources_file(name))
+
+
+def report_resources_file(name: str) -> str:
+    """File, in ``<results>/<profile>/_report/``, of a report notebook's measured resources."""
+    return f"resources-{name}.json"
+
+
+def _exact_resources(profile_dir: Path, job: str) -> dict[str, Any] | None:
+    """The job's own measured resources (:data:`lesionlib.resources.RESOURCES_JSON`), if every notebook
+    of the job left one: a cell's ``<run_id>/resources.json``; a preparation's ``_shared/<method>/resources.json``;
+    the ``data`` report's; for the ``report`` job, its ``tables`` and ``figures`` notebooks together (seconds
+    added, the larger peak)."""
+    if job.startswith("prepare_"):
+        files = [profile_dir / SHARED_DIR / job.removeprefix("prepare_") / RESOURCES_JSON]
+    elif job == "report" or job in REPORT_NOTEBOOKS:
+        names = [n for n in REPORT_NOTEBOOKS if n != "data"] if job == "report" else [job]
+        files = [profile_dir / REPORT_DIR / report_resources_file(n) for n in names]
+    else:
+        files = [profile_dir / job / RESOURCES_JSON]
+    records = [read_resources(f) for f in files]
+    if not records or any(r is None for r in records):
+        return None
+    return {"cpu_s": sum(r["cpu_s"] for r in records), "peak_rss_mib": max(r["peak_rss_mib"] for r in records)}
 
 
 def job_timings(profile: str, results_root: Path | None = None) -> pd.DataFrame:
-    """Wall-clock and CPU seconds of every job of a profile's last ``snakemake`` run, longest first.
+    """Wall-clock seconds, CPU seconds and peak memory of every job of a profile's last ``snakemake`` run,
+    longest first.
 
     Read from Snakemake's ``benchmark:`` files, ``<results>/<profile>/_logs/benchmarks/<job>.tsv``
-    (columns ``s`` and ``cpu_time``). Returns one row per job: ``job``, ``wall_s`` and ``cpu_s``, the
-    CPU time Snakemake's sampling of the job's processes saw (it misses short-lived subprocesses, e.g.
-    most of nnU-Net's, so it is a lower bound). Raises ``FileNotFoundError`` naming the folder when
-    there is no benchmark file, ``ValueError`` naming a file that is not a benchmark table.
+    (columns ``s``, ``cpu_time``, ``max_rss``), and from the resources each notebook job measured itself
+    (``<run_id>/resources.json``, ``_shared/<method>/resources.json``, ``_report/resources-<notebook>.json``;
+    :mod:`lesionlib.resources`).
+    One row per job:
+
+    * ``wall_s``: Snakemake's wall-clock seconds of the whole job;
+    * ``cpu_s``: the job's own ``getrusage`` figure (the notebook runner, its kernel and every process
+      they waited for) when present, else the CPU time Snakemake's sampling of the job's processes saw (it
+      misses short-lived subprocesses, e.g. most of nnU-Net's, so it is a lower bound);
+    * ``peak_rss_mib``: the job's own figure when present (the peak RSS of its largest single process,
+      exact), else Snakemake's ``max_rss`` (the sum of RSS over the job's process tree, sampled: every
+      0.5 s for 15 s, then every 30 s; pages shared by forked workers counted once per process);
+    * ``sampled_rss_mib``: Snakemake's ``max_rss`` (MiB; NaN when it recorded none);
+    * ``exact``: whether ``cpu_s`` and ``peak_rss_mib`` are the job's own figures.
+
+    Raises ``FileNotFoundError`` naming the folder when there is no benchmark file, ``ValueError``
+    naming a file that is not a benchmark table.
     """
     import pandas as pd
 
-    folder = Path(results_root or config.results_root()) / profile / TIMINGS_DIR
+    profile_dir = Path(results_root or config.results_root()) / profile
+    folder = profile_dir / TIMINGS_DIR
     files = sorted(folder.glob("*.tsv"))
     if not files:
         raise FileNotFoundError(f"{folder}: no job timings (run the profile with snakemake / make book first)")
     rows = []
     for f in files:
         try:
-            table = pd.read_csv(f, sep="\t")
+            table = pd.read_csv(f, sep="\t", na_values=["NA", "-"])
             wall, cpu = float(table["s"].iloc[-1]), float(table["cpu_time"].iloc[-1])
+            sampled_rss = float(table["max_rss"].iloc[-1]) if "max_rss" in table else float("nan")
         except (KeyError, IndexError, ValueError, pd.errors.ParserError) as exc:
             raise ValueError(f"{f}: not a Snakemake benchmark file (columns s, cpu_time): {exc}") from exc
-        rows.append({"job": f.stem, "wall_s": wall, "cpu_s": cpu})
+        exact = _exact_resources(profile_dir, f.stem)
+        rows.append({"job": f.stem, "wall_s": wall, "cpu_s": exact["cpu_s"] if exact else cpu,
+                     "peak_rss_mib": exact["peak_rss_mib"] if exact else sampled_rss,
+                     "sampled_rss_mib": sampled_rss, "exact": exact is not None})
     return pd.DataFrame(rows).sort_values("wall_s", ascending=False, ignore_index=True)
+
+
+def _print_timings(table: pd.DataFrame) -> None:
+    """``lesionlib grid timings``: the table, then totals and the largest peak."""
+    shown = table.assign(exact=table.exact.map({True: "yes", False: "sampled"}))
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.1f}", na_rep="-"))
+    n_exact = int(table.exact.sum())
+    print(f"total: {table.wall_s.sum():.0f} job-s wall over {len(table)} jobs ({table.cpu_s.sum():.0f} CPU-s: "
+          f"{n_exact} jobs measured by themselves, {len(table) - n_exact} as seen by Snakemake's sampling)")
+    if table.peak_rss_mib.notna().any():
+        top = table.loc[table.peak_rss_mib.idxmax()]
+        print(f"largest peak RSS: {top.peak_rss_mib:.0f} MiB ({top.job}; "
+              f"{'one process, exact' if top.exact else 'process tree, sampled'})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,7 +339,8 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--notebook", required=True, choices=REPORT_NOTEBOOKS)
     p.add_argument("--results", type=Path, default=None, help="results root (default $LESIONLIB_RESULTS)")
     p.add_argument("--timeout-s", type=float, default=None, help="per-notebook-cell timeout")
-    p = sub.add_parser("timings", help="wall-clock and CPU seconds of every job of the profile's last snakemake run")
+    p = sub.add_parser("timings", help="wall-clock, CPU seconds and peak RSS (MiB) of every job of the profile's "
+                                       "last snakemake run")
     p.add_argument("--profile", default=config.DEFAULT_PROFILE)
     p.add_argument("--results", type=Path, default=None, help="results root (default $LESIONLIB_RESULTS)")
 
@@ -302,10 +364,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         run_prepare(args.profile, args.method, results_root=args.results)
         return 0
     if args.command == "timings":
-        table = job_timings(args.profile, args.results)
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
-        print(f"total: {table.wall_s.sum():.0f} job-s wall over {len(table)} jobs "
-              f"({table.cpu_s.sum():.0f} CPU-s seen by Snakemake's sampling)")
+        _print_timings(job_timings(args.profile, args.results))
         return 0
     if args.command == "report":
         run_report(args.notebook, args.profile, results_root=args.results, timeout_s=args.timeout_s)

@@ -11,6 +11,10 @@ into a staging folder inside the run folder::
 So a failed run never leaves anything that looks finished: the executed notebook (the marker
 Snakemake waits for) is moved into place last, and only after every cell succeeded. The run's
 parameters accumulate in ``<run_dir>/params.yaml`` (one entry per stage under ``stages``).
+
+With ``resources_file``, the stage's wall seconds, CPU seconds and peak RSS (this process, the kernel
+and every process the kernel waited for: :class:`lesionlib.resources.ResourceMeter`) are written to
+``<run_dir>/<resources_file>`` (or beside the failed notebook), with the host's name, CPU model and CPU count.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import nbformat
 import yaml
 
 from lesionlib.io import atomic_path
+from lesionlib.resources import ResourceMeter, write_resources
 
 __all__ = ["StageFailed", "py_to_ipynb", "run_notebook", "FAILED_PREFIX", "STAGING_PREFIX"]
 
@@ -99,6 +104,29 @@ def _merge_params(run_dir: Path, staged: Path, run_params: Mapping[str, Any], st
         tmp.write_text(yaml.safe_dump(current, sort_keys=False))
 
 
+def _keep_failed(staging: Path, run_dir: Path, stage: str, exc: BaseException) -> Path:
+    """Move a failed stage's staging folder to ``FAILED-<stage>-<time>/`` with its partial notebook and
+    ``error.txt``; returns that folder."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    failed = run_dir / f"{FAILED_PREFIX}{stage}-{stamp}"
+    os.replace(staging, failed)
+    if (failed / f"{stage}.ipynb").exists():
+        os.replace(failed / f"{stage}.ipynb", failed / f"{stage}.FAILED.ipynb")
+    (failed / "error.txt").write_text("".join(traceback.format_exception(exc)))
+    log.error("%s/%s failed; partial notebook in %s", run_dir.name, stage, failed)
+    return failed
+
+
+def _write_usage(meter: ResourceMeter, folder: Path, resources_file: str | None, stage: str, status: str) -> None:
+    """The stage's measured resources to ``folder/resources_file`` (nothing when ``resources_file`` is None)."""
+    if not resources_file:
+        return
+    try:
+        write_resources(folder / resources_file, {**meter.stop().record(), "stage": stage, "status": status})
+    except OSError as exc:  # a full disk must not hide the stage's own outcome
+        log.warning("%s: resources not recorded (%s)", folder / resources_file, exc)
+
+
 @contextlib.contextmanager
 def _kernel_imports_this_lesionlib() -> Iterator[None]:
     """Put the folder holding the running ``lesionlib`` first on the kernel's ``PYTHONPATH``.
@@ -122,7 +150,7 @@ def _kernel_imports_this_lesionlib() -> Iterator[None]:
 def run_notebook(notebook: Path, run_dir: Path, *, stage: str,
                  parameters: Mapping[str, Any] | Callable[[Path], Mapping[str, Any]],
                  run_params: Mapping[str, Any] | None = None, kernel_name: str = "python3",
-                 timeout_s: float | None = None) -> Path:
+                 timeout_s: float | None = None, resources_file: str | None = None) -> Path:
     """Execute ``notebook`` as stage ``stage`` of the run in ``run_dir``.
 
     Parameters
@@ -142,6 +170,9 @@ def run_notebook(notebook: Path, run_dir: Path, *, stage: str,
         Jupyter kernel (``python3`` runs the current interpreter).
     timeout_s
         Per-cell execution timeout in seconds (``None``: no limit).
+    resources_file
+        File (in ``run_dir``) for the stage's ``wall_s``, ``cpu_s``, ``peak_rss_mib`` and host
+        (:meth:`lesionlib.resources.Usage.record`; the kernel and its descendants included); ``None``: none.
 
     Returns
     -------
@@ -168,6 +199,7 @@ def run_notebook(notebook: Path, run_dir: Path, *, stage: str,
     source = staging / f".{stage}.source.ipynb"
     executed = staging / f"{stage}.ipynb"
     started = time.monotonic()
+    meter = ResourceMeter().start()
     try:
         if notebook.suffix == ".ipynb":
             shutil.copyfile(notebook, source)
@@ -179,13 +211,8 @@ def run_notebook(notebook: Path, run_dir: Path, *, stage: str,
                                 cwd=str(staging), progress_bar=False, log_output=False,
                                 request_save_on_cell_execute=True, execution_timeout=timeout_s)
     except BaseException as exc:
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        failed = run_dir / f"{FAILED_PREFIX}{stage}-{stamp}"
-        os.replace(staging, failed)
-        if (failed / executed.name).exists():
-            os.replace(failed / executed.name, failed / f"{stage}.FAILED.ipynb")
-        (failed / "error.txt").write_text("".join(traceback.format_exception(exc)))
-        log.error("%s/%s failed; partial notebook in %s", run_dir.name, stage, failed)
+        failed = _keep_failed(staging, run_dir, stage, exc)
+        _write_usage(meter, failed, resources_file, stage, "failed")
         if isinstance(exc, Exception):
             raise StageFailed(notebook, failed, exc) from exc
         raise
@@ -195,6 +222,7 @@ def run_notebook(notebook: Path, run_dir: Path, *, stage: str,
     _merge_params(run_dir, staging / "params.yaml", dict(run_params or {}), stage, params, notebook,
                   time.monotonic() - started)
     (staging / "params.yaml").unlink(missing_ok=True)
+    _write_usage(meter, run_dir, resources_file, stage, "complete")
     os.replace(executed, run_dir / executed.name)
     staging.rmdir()
     log.info("%s/%s finished in %.1f s", run_dir.name, stage, time.monotonic() - started)
