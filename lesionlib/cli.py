@@ -10,7 +10,8 @@ Bad input is handled here, once, for every subcommand: a
 :class:`~lesionlib.io.DataValidationError` (one file, or
 :class:`~lesionlib.data.validate.DataValidationErrors` listing many) becomes one line per failing
 file on stderr, ``<path>: <problem>``, and exit code 1, with no traceback. A
-:class:`~lesionlib.data.manifest.ManifestError` (configuration) is one line and exit code 1.
+:class:`~lesionlib.data.manifest.ManifestError` or :class:`~lesionlib.profile.ProfileError` (configuration) is
+one line and exit code 1.
 Any other exception is a bug and keeps its traceback.
 """
 
@@ -29,6 +30,7 @@ SUBCOMMAND_MODULES = [
     "lesionlib.nnunet.cli",     # lesionlib nnunet {export,plan,train,finetune,predict,evaluate}
     "lesionlib.baselines.cli",  # lesionlib lesiongnb {fit,predict}, lesionlib propagate
     "lesionlib.experiments",    # lesionlib grid {list,run,report}
+    "lesionlib.rehearsal",      # lesionlib rehearsal (synthetic stand-ins for the real datasets)
 ]
 
 EXIT_ERROR = 1
@@ -47,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The full parser; raises :class:`SubcommandImportError` if a subcommand module fails to import."""
     parser = argparse.ArgumentParser(prog="lesionlib", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--profiles", type=Path, action="append", default=None, metavar="FILE",
+                        help="a file of your own profiles (may `extends:` a built-in one); repeatable; "
+                             "added to $LESIONLIB_PROFILES for this command and every process it starts")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in SUBCOMMAND_MODULES:
         try:
@@ -80,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``lesionlib`` with ``argv``; returns the exit code (see the module docstring)."""
     from lesionlib.data.manifest import ManifestError
     from lesionlib.io import DataValidationError
+    from lesionlib.profile import ProfileError
 
     try:
         parser = build_parser()
@@ -87,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lesionlib: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     args = parser.parse_args(argv)
+    if args.profiles:
+        import os
+
+        from lesionlib.config import PROFILES_ENV
+
+        own = [str(p.expanduser().resolve()) for p in args.profiles]
+        os.environ[PROFILES_ENV] = os.pathsep.join([*own, *filter(None, [os.environ.get(PROFILES_ENV)])])
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -101,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lesionlib {args.command}: {len(lines)} file(s) failed validation; fix them and run again",
               file=sys.stderr)
         return EXIT_ERROR
-    except ManifestError as exc:
+    except (ManifestError, ProfileError) as exc:
         print(f"lesionlib {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
 

@@ -31,3 +31,26 @@ def synthetic_roots(profile: str = DEFAULT_PROFILE) -> dict[str, Path]:
     """Where a profile's synthetic cohorts live: ``{'adult': ..., 'child': ...}``."""
     base = data_root() / "synthetic" / profile
     return {"adult": base / "adult", "child": base / "child"}
+
+
+PROFILES_ENV = "LESIONLIB_PROFILES"
+
+
+def own_profile_files() -> list[Path]:
+    """The researcher's own profile files: ``$LESIONLIB_PROFILES``, paths separated by ``os.pathsep``.
+
+    Each holds ``profiles:`` like ``experiments.yaml``; its profiles may ``extends:`` a built-in one.
+    Relative paths are taken from the current folder, and the variable is rewritten with absolute
+    paths so that every process started from here (Snakemake jobs, notebook kernels running in other
+    folders) reads the same files. A listed file that does not exist is an error naming it.
+    """
+    raw = os.environ.get(PROFILES_ENV, "")
+    paths = [Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p.strip()]
+    if paths:
+        os.environ[PROFILES_ENV] = os.pathsep.join(str(p) for p in paths)
+    for path in paths:
+        if not path.is_file():
+            from lesionlib.profile import ProfileError
+
+            raise ProfileError(f"{path}: profiles file named by ${PROFILES_ENV} does not exist")
+    return paths

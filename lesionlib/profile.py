@@ -8,11 +8,20 @@ and ``paper`` (the paper's settings). :func:`load_profile` reads one into a :cla
   in that method's ``Settings`` class, see :mod:`lesionlib.segmenters`), so the YAML only says
   what a profile changes;
 * an unknown key anywhere is an error naming the key and the profile (a typo such as
-  ``epochs_finetun`` never trains silently with a default).
+  ``epochs_finetun`` never trains silently with a default);
+* a researcher keeps profiles of their own outside the repository, in files listed by
+  ``$LESIONLIB_PROFILES`` (or ``lesionlib --profiles FILE``); a profile with ``extends: paper`` starts from
+  the built-in ``paper`` and changes only the keys it lists (mappings merge key by key, lists and
+  values are replaced), validated like the built-in ones::
+
+      # my.yaml        LESIONLIB_PROFILES=my.yaml PROFILE=mine make book
+      profiles:
+        mine: {extends: paper, seeds: [0], methods: {unet: {batch_size: 4}}}
 
 Layout of a profile (all sections optional)::
 
     description: "..."
+    extends: paper
     device: cpu | cuda | auto
     seeds: [0, 1, 2]
     data: {adult_dataset, child_dataset, resolution_mm, n_adult, n_children, synth_seed,
@@ -44,6 +53,7 @@ __all__ = [
     "ADULT_TRAIN_SETS",
     "load_profile",
     "profile_names",
+    "deep_merge",
 ]
 
 ADULT_TRAIN_SETS: tuple[str, ...] = ("adult_full", "adult_subset")
@@ -118,6 +128,10 @@ class Profile(StrictModel):
 
     name: str
     description: str = ""
+    extends: str | None = None
+    """The profile this one starts from (``extends:``), if any."""
+    defined_in: str = ""
+    """The file that defines this profile (``experiments.yaml`` or one of ``$LESIONLIB_PROFILES``)."""
     device: Literal["cpu", "cuda", "auto"] = "auto"
     seeds: tuple[int, ...] = (0,)
     data: DataSettings = DataSettings()
@@ -173,11 +187,16 @@ class Profile(StrictModel):
 
     @property
     def data_source(self) -> str:
-        """``'synthetic'`` when both cohorts are synthetic (from the manifest's ``kind``), else ``'real'``."""
+        """``'synthetic'`` when both cohorts are synthetic (the manifest's ``kind``), ``'rehearsal'`` when a
+        real dataset's root holds synthetic stand-ins (:mod:`lesionlib.rehearsal`) and none is real, else
+        ``'real'``."""
         from lesionlib.data.manifest import data_source
 
-        kinds = {data_source(self.data.adult_dataset), data_source(self.data.child_dataset)}
-        return "synthetic" if kinds == {"synthetic"} else "real"
+        kinds = {data_source(self.data.adult_dataset, profile=self.name),
+                 data_source(self.data.child_dataset, profile=self.name)}
+        if kinds == {"synthetic"}:
+            return "synthetic"
+        return "real" if "real" in kinds else "rehearsal"
 
     def to_dict(self) -> dict[str, Any]:
         """Every setting, defaults included, as plain YAML types."""
@@ -192,7 +211,8 @@ def _explain(exc: ValidationError, prefix: str = "") -> str:
     for err in exc.errors():
         loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
         message = "unknown key (not a setting of this section)" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(f"{loc}: {message}")
+        message = message.removeprefix("Value error, ")
+        lines.append(f"{loc}: {message}" if loc else message)
     return "; ".join(lines)
 
 
@@ -201,39 +221,99 @@ def _read(path: Path) -> dict[str, Any]:
         with open(path) as fh:
             data = yaml.safe_load(fh) or {}
     except OSError as exc:
-        raise ProfileError(f"{path}: cannot read the experiments file ({exc})") from exc
+        raise ProfileError(f"{path}: cannot read the profiles file ({exc.strerror or exc})") from exc
     except yaml.YAMLError as exc:
         raise ProfileError(f"{path}: not valid YAML ({exc})") from exc
     profiles = data.get("profiles") if isinstance(data, dict) else None
     if not isinstance(profiles, dict):
         raise ProfileError(f"{path}: expected a top-level mapping 'profiles:'")
+    for name, raw in profiles.items():
+        if raw is not None and not isinstance(raw, dict):
+            raise ProfileError(f"{path}: profile {name!r} must be a mapping")
     return profiles
 
 
+def _sources(path: os.PathLike | str | None) -> list[Path]:
+    """The profile files in lookup order: the built-in file (or ``path``), then the researcher's own."""
+    if path is not None:
+        return [Path(path)]
+    return [config.experiments_file(), *config.own_profile_files()]
+
+
+def _all_profiles(path: os.PathLike | str | None = None) -> dict[str, tuple[dict[str, Any], Path]]:
+    """Every profile name -> (its raw mapping, the file defining it); a name defined twice is an error."""
+    found: dict[str, tuple[dict[str, Any], Path]] = {}
+    for source in _sources(path):
+        for name, raw in _read(source).items():
+            if name in found:
+                raise ProfileError(f"profile {name!r} is defined in both {found[name][1]} and {source}: give yours "
+                                   f"another name and `extends: {name}`")
+            found[name] = (raw or {}, source)
+    return found
+
+
+def deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` applied: mappings merge key by key (recursively), anything else is replaced.
+
+    Lists are replaced whole (``seeds: [0]`` means one seed, not a fourth one).
+    """
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _resolve_extends(name: str, profiles: dict[str, tuple[dict[str, Any], Path]],
+                     chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The raw mapping of ``name`` with its ``extends:`` chain merged in (base first)."""
+    raw, source = profiles[name]
+    raw = dict(raw)
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise ProfileError(f"{source}: profile {name!r}: extends: expected the name of one profile, got {parent!r}")
+    if parent in chain or parent == name:
+        raise ProfileError(f"{source}: profile {name!r}: extends: cycle {' -> '.join((*chain, name, parent))}")
+    if parent not in profiles:
+        raise ProfileError(f"{source}: profile {name!r}: extends: unknown profile {parent!r}; known: {sorted(profiles)}")
+    base = _resolve_extends(parent, profiles, (*chain, name))
+    base.pop("description", None)  # a description describes its own profile
+    return deep_merge(base, raw)
+
+
 def profile_names(path: os.PathLike | str | None = None) -> list[str]:
-    """Names of the profiles in ``experiments.yaml`` (or ``path``)."""
-    return list(_read(Path(path) if path else config.experiments_file()))
+    """Names of the built-in profiles (``experiments.yaml``, or ``path``) and of ``$LESIONLIB_PROFILES``."""
+    return list(_all_profiles(path))
 
 
 def load_profile(name: str = config.DEFAULT_PROFILE, path: os.PathLike | str | None = None) -> Profile:
     """Read and validate profile ``name``.
 
+    Profiles come from ``experiments.yaml`` (or ``path``) and, unless ``path`` is given, from the
+    researcher's own files listed in ``$LESIONLIB_PROFILES`` (see :func:`lesionlib.config.own_profile_files`).
+    A profile with ``extends: BASE`` starts from ``BASE`` (itself possibly extending another) and changes
+    only the keys it lists (:func:`deep_merge`); the result is validated like any profile.
+
     Raises
     ------
     ProfileError
-        Unknown profile, unreadable file, or an invalid or unknown key (named with its path,
-        e.g. ``methods.unet.epochs_finetun: unknown key``).
+        Unknown profile, unreadable file, a name defined twice, an ``extends`` cycle or unknown base, or an
+        invalid or unknown key (named with its path, e.g. ``methods.unet.epochs_finetun: unknown key``).
     """
-    path = Path(path) if path else config.experiments_file()
-    profiles = _read(path)
+    profiles = _all_profiles(path)
     if name not in profiles:
-        raise ProfileError(f"unknown profile {name!r} in {path}; known: {sorted(profiles)}")
-    raw = profiles[name] or {}
-    if not isinstance(raw, dict):
-        raise ProfileError(f"{path}: profile {name!r} must be a mapping")
+        where = " and ".join(str(p) for p in _sources(path))
+        raise ProfileError(f"unknown profile {name!r} in {where}; known: {sorted(profiles)}")
+    raw, source = profiles[name]
+    merged = _resolve_extends(name, profiles)
+    extends = raw.get("extends")
     try:
-        return Profile.model_validate({"name": name, **raw})
+        return Profile.model_validate({"name": name, **merged, "extends": extends, "defined_in": str(source)})
     except ValidationError as exc:
-        raise ProfileError(f"{path}: profile {name!r}: {_explain(exc)}") from None
+        raise ProfileError(f"{source}: profile {name!r}: {_explain(exc)}") from None
     except ValueError as exc:
-        raise ProfileError(f"{path}: profile {name!r}: {exc}") from None
+        raise ProfileError(f"{source}: profile {name!r}: {exc}") from None
