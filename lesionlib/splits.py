@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from lesionlib.samplers import FewShotSplit
 
 __all__ = ["EVAL_SETS", "TRAIN_SETS", "TRAIN_SET_LABELS", "Splits", "make_splits", "session2_root",
-           "with_propagated_masks"]
+           "with_propagated_masks", "split_first_sessions"]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,21 @@ def session2_root(profile: str, results_root: Path | None = None) -> Path:
     return Path(results_root or config.results_root()) / profile / "_shared" / "session2_masks"
 
 
+def split_first_sessions(records: list[ImageRecord]) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """(each subject's first-session records, its later sessions with ``mask_path=None``).
+
+    For a cohort whose later-session masks are propagated (``data.child_session2_masks: propagated``): those
+    masks are not read from the dataset (a paediatric cohort like the paper's has none), so their sessions
+    are checked as images only until :func:`with_propagated_masks` gives them their masks.
+    """
+    first: dict[str, str] = {}
+    for r in sorted(records, key=lambda r: (r.subject, r.session)):
+        first.setdefault(r.subject, r.session)
+    later = [dataclasses.replace(r, mask_path=None, lesion_volume_ml=None) for r in records
+             if r.session != first[r.subject]]
+    return [r for r in records if r.session == first[r.subject]], later
+
+
 def with_propagated_masks(records: list[ImageRecord], root: Path) -> list[ImageRecord]:
     """``records`` with every session but each subject's first given its propagated mask under ``root``.
 
@@ -150,9 +165,17 @@ def make_splits(profile: "Profile", seed: int, *, progress: bool = False) -> Spl
     # every file of both cohorts valid before anything is drawn (a grid run stops before any cell)
     # (an empty mask is reported once, by the data stage's validation, not by every cell)
     adult = discover_valid(data.adult_dataset, purpose="evaluate", warn=False, profile=profile.name, progress=progress)
-    child = discover_valid(data.child_dataset, purpose="evaluate", warn=False, profile=profile.name, progress=progress)
-    if data.child_session2_masks == "propagated":
-        child = with_propagated_masks(child, session2_root(profile.name))
+    if data.child_session2_masks == "propagated":  # later sessions' masks: propagated by the data stage
+        from lesionlib.data.discovery import discover
+        from lesionlib.data.validate import require_valid
+
+        first, later = split_first_sessions(discover(data.child_dataset, profile=profile.name, progress=progress))
+        require_valid(first, purpose="evaluate", progress=progress)
+        require_valid(later, purpose="predict", progress=progress)
+        child = with_propagated_masks(first + later, session2_root(profile.name))
+    else:
+        child = discover_valid(data.child_dataset, purpose="evaluate", warn=False, profile=profile.name,
+                               progress=progress)
     adult_train, adult_val = train_val_split(adult, val_fraction=rules.adult_val_fraction,
                                              seed=rules.adult_split_seed)
     kept, report = atlas_subset(adult, min_volume_ml=rules.subset_min_volume_ml, rule=rules.cerebellum_rule,

@@ -36,6 +36,7 @@ from lesionlib.data import data_source, dataset_root, discover, records_table, v
 from lesionlib.io import atomic_path
 from lesionlib.profile import load_profile
 from lesionlib.register import propagate_records
+from lesionlib.splits import session2_root, split_first_sessions, with_propagated_masks
 from lesionlib.samplers import atlas_subset, few_shot_split
 from lesionlib.synth import generate_adult_cohort, generate_child_cohort
 from lesionlib.synth.realism import adult_lesion_sample_1mm, write_realism_report
@@ -63,7 +64,14 @@ if data_source(data.child_dataset) == "synthetic":
 adult = discover(data.adult_dataset, profile=profile, progress=False)
 child = discover(data.child_dataset, profile=profile, progress=False)
 validate_records(adult)
-validate_records(child)
+propagated = data.child_session2_masks == "propagated"
+if propagated:  # later sessions' masks come from registration (below): their images are checked now
+    first_sessions, later_sessions = split_first_sessions(child)
+    validate_records(first_sessions)
+    validate_records(later_sessions, purpose="predict")
+    child = first_sessions + later_sessions
+else:
+    validate_records(child)
 tables = {"adult": records_table(adult), "child": records_table(child)}
 display(Markdown(f"**{len(adult)} adult images** ({data.adult_dataset}, {data_source(data.adult_dataset)}) and "
                  f"**{len(child)} child images** of {tables['child']['subject'].nunique()} children "
@@ -71,6 +79,31 @@ display(Markdown(f"**{len(adult)} adult images** ({data.adult_dataset}, {data_so
 for name, df in tables.items():
     with atomic_path(out / f"records_{name}.csv") as tmp:
         df.to_csv(tmp, index=False)
+
+# %% [markdown]
+# ## Session-2 masks: propagation from session 1
+# The paper obtained session-2 masks by affine registration of session 1 (FLIRT). Here the session-1
+# mask is carried onto the session-2 image by a 12-dof registration (SimpleITK, mutual information,
+# linear interpolation + threshold 0.5). With `child_session2_masks: propagated` (real data with
+# session-1 masks only) this is done for every child and the propagated masks are the session-2
+# ground truth of every cell; with `dataset` the dataset's own session-2 masks are used and a few
+# children are propagated only to check the registration against them. One QC figure per child.
+
+# %%
+prop_root = session2_root(profile, Path(results_root) if results_root else None) if propagated else out
+qc = propagate_records(child, prop_root, dof=12, max_subjects=None if propagated else n_propagation_qc,
+                       progress=False)
+ground_truth = "propagated from session 1 (every child)" if propagated else "the dataset's own masks"
+display(Markdown(f"Session-2 ground truth: **{ground_truth}**; QC figures in `{prop_root / 'qc'}`."))
+display(qc[["case_id", "dice", "hausdorff95_mm"]].round(3) if len(qc)
+        else Markdown("No true session-2 mask to compare with."))
+for png in sorted((prop_root / "qc").glob("*.png"))[: None if propagated else n_propagation_qc]:
+    display(Image(filename=str(png)))
+if propagated:  # from here on every child image has its mask: session 1 from the dataset, later ones propagated
+    child = with_propagated_masks(child, prop_root)
+    tables["child"] = records_table(child)
+    with atomic_path(out / "records_child.csv") as tmp:
+        tables["child"].to_csv(tmp, index=False)
 
 # %% [markdown]
 # ## Realism: our cohorts beside real data
@@ -150,26 +183,3 @@ split = few_shot_split(child, n_images=settings.splits.few_shot_n, seed=0)
 display(Markdown("Training images: " + ", ".join(r.case_id for r in split.train)
                  + f"; test: {len(split.test)} images; excluded (other session of a training child): "
                  f"{len(split.excluded)}."))
-
-# %% [markdown]
-# ## Session-2 masks: propagation from session 1
-# The paper obtained session-2 masks by affine registration of session 1 (FLIRT). Here the session-1
-# mask is carried onto the session-2 image by a 12-dof registration (SimpleITK, mutual information,
-# linear interpolation + threshold 0.5). With `child_session2_masks: propagated` (real data with
-# session-1 masks only) this is done for every child and the propagated masks are the session-2
-# ground truth of every cell; with `dataset` the dataset's own session-2 masks are used and a few
-# children are propagated only to check the registration against them. One QC figure per child.
-
-# %%
-from lesionlib.splits import session2_root
-
-propagated = data.child_session2_masks == "propagated"
-prop_root = session2_root(profile, Path(results_root) if results_root else None) if propagated else out
-qc = propagate_records(child, prop_root, dof=12, max_subjects=None if propagated else n_propagation_qc,
-                       progress=False)
-ground_truth = "propagated from session 1 (every child)" if propagated else "the dataset's own masks"
-display(Markdown(f"Session-2 ground truth: **{ground_truth}**; QC figures in `{prop_root / 'qc'}`."))
-display(qc[["case_id", "dice", "hausdorff95_mm"]].round(3) if len(qc)
-        else Markdown("No true session-2 mask to compare with."))
-for png in sorted((prop_root / "qc").glob("*.png"))[: None if propagated else n_propagation_qc]:
-    display(Image(filename=str(png)))

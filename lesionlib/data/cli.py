@@ -1,7 +1,9 @@
 """``lesionlib validate`` and ``lesionlib discover``.
 
 ``lesionlib validate [--profile quick] [--dataset NAME ...] [--root PATH] [--purpose train|evaluate]``
-discovers and validates datasets (default: the profile's two synthetic cohorts), logs a summary per
+discovers and validates datasets (default: the two datasets the profile reads, ``data.adult_dataset``
+and ``data.child_dataset``: synthetic cohorts, or ATLAS v2.0 and the child cohort from
+``ATLAS_V2_ROOT`` / ``CHILD_BIDS_ROOT`` for a real-data profile), logs a summary per
 dataset (records, lesion volume range in mL, orientations, voxel sizes) and, when a file fails,
 exits 1 with one line per failing file on stderr (printed by :func:`lesionlib.cli.main`). It writes
 nothing when a file fails (not even the lesion-volume cache).
@@ -26,12 +28,18 @@ from lesionlib.io import atomic_path
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DATASETS = ("synthetic_adult", "synthetic_child")
+
+def profile_datasets(profile: str) -> list[str]:
+    """The datasets profile ``profile`` reads: ``[data.adult_dataset, data.child_dataset]``."""
+    from lesionlib.profile import load_profile
+
+    data = load_profile(profile).data
+    return [data.adult_dataset, data.child_dataset]
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default=config.DEFAULT_PROFILE,
-                        help="profile whose synthetic cohorts are meant (default: %(default)s)")
+                        help="profile whose datasets are meant (default: %(default)s)")
     parser.add_argument("--root", type=Path, default=None,
                         help="dataset root, overriding the environment variable and the manifest default")
     parser.add_argument("--manifest", type=Path, default=None,
@@ -44,7 +52,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
                               description="Check every image and mask (readable, 3D, finite, binary mask, same grid).")
     _add_common(p)
     p.add_argument("--dataset", action="append", dest="datasets", metavar="NAME",
-                   help=f"manifest dataset, repeatable (default: {' '.join(DEFAULT_DATASETS)})")
+                   help="manifest dataset, repeatable (default: the two datasets the profile reads)")
     p.add_argument("--purpose", choices=("train", "evaluate"), default="train",
                    help="train: an empty lesion mask is an error; evaluate: a warning (default: %(default)s)")
     p.add_argument("--jobs", type=int, default=1, help="threads reading files (default: %(default)s)")
@@ -74,7 +82,10 @@ def _summary(name: str, reports: list[CaseReport]) -> str:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    names = args.datasets or list(DEFAULT_DATASETS)
+    names = args.datasets or profile_datasets(args.profile)
+    if not args.datasets:
+        logger.info("profile %s reads %s: checking both", args.profile, " and ".join(names))
+    second_sessions_propagated = _propagated_child(args.profile) if not args.datasets else None
     if args.root is not None and len(names) != 1:
         logger.error("--root needs exactly one --dataset (got %s)", ", ".join(names))
         return 2
@@ -84,7 +95,17 @@ def run_validate(args: argparse.Namespace) -> int:
     for name in names:
         records = discover(name, profile=args.profile, root=args.root, manifest=args.manifest, progress=progress,
                            cache=cache)
-        reports = validation_reports(records, purpose=args.purpose, progress=progress, n_jobs=args.jobs)
+        if name == second_sessions_propagated:
+            from lesionlib.splits import split_first_sessions
+
+            first, later = split_first_sessions(records)
+            reports = validation_reports(first, purpose=args.purpose, progress=progress, n_jobs=args.jobs)
+            reports += validation_reports(later, purpose=args.purpose, progress=progress, n_jobs=args.jobs,
+                                          require_masks=False)
+            logger.info("%s: %d later-session images checked without their masks (data.child_session2_masks: "
+                        "propagated)", name, len(later))
+        else:
+            reports = validation_reports(records, purpose=args.purpose, progress=progress, n_jobs=args.jobs)
         logger.info("%s", _summary(name, reports))
         all_reports += reports
     log_warnings(all_reports)
@@ -92,6 +113,14 @@ def run_validate(args: argparse.Namespace) -> int:
     cache.save()
     logger.info("all %d records of %s are valid", len(all_reports), ", ".join(names))
     return 0
+
+
+def _propagated_child(profile: str) -> str | None:
+    """The profile's child dataset when its later-session masks come from registration, else ``None``."""
+    from lesionlib.profile import load_profile
+
+    data = load_profile(profile).data
+    return data.child_dataset if data.child_session2_masks == "propagated" else None
 
 
 def run_discover(args: argparse.Namespace) -> int:

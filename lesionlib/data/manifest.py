@@ -329,9 +329,25 @@ def asset_path(name: str, override: os.PathLike | str | None = None, *, profile:
     return path
 
 
-def data_source(name: str, manifest: Manifest | os.PathLike | str | None = None) -> str:
-    """``'synthetic'`` or ``'real'``: the ``data_source`` column of run outputs for dataset ``name``."""
-    return dataset_spec(name, manifest).kind
+def data_source(name: str, manifest: Manifest | os.PathLike | str | None = None, *,
+                profile: str = config.DEFAULT_PROFILE) -> str:
+    """``'synthetic'``, ``'real'`` or ``'rehearsal'``: the ``data_source`` column of run outputs for dataset ``name``.
+
+    ``'rehearsal'``: a dataset of kind ``real`` whose configured root holds synthetic data (a
+    ``dataset_description.json`` with ``"Synthetic": true``, as :mod:`lesionlib.rehearsal` writes), so that
+    results on stand-ins laid out as the real data are never labelled real.
+    """
+    kind = dataset_spec(name, manifest).kind
+    if kind == "real":
+        from lesionlib.rehearsal import is_synthetic_root
+
+        try:
+            root = dataset_root(name, profile, manifest=manifest)
+        except ManifestError:  # not configured: nothing to look at
+            return kind
+        if is_synthetic_root(root):
+            return "rehearsal"
+    return kind
 
 
 def manifest_sha256(path: os.PathLike | str | None = None) -> str:

@@ -148,6 +148,33 @@ def _jupyter_book() -> str:
     return str(candidate) if candidate.exists() else (shutil.which("jupyter-book") or "jupyter-book")
 
 
+REHEARSAL_BANNER = ("REHEARSAL — every number in this book comes from synthetic stand-ins laid out as ATLAS v2.0 and "
+                    "a paediatric BIDS cohort, a random ResNet-10 in MedicalNet's file layout and smoke schedules "
+                    "(make rehearsal): it tests the paper's code path, not its findings.")
+
+
+def data_source_banner(profile: str) -> str | None:
+    """The banner every page of a profile's book carries, or ``None`` (only a rehearsal has one)."""
+    from lesionlib.profile import load_profile
+
+    return REHEARSAL_BANNER if load_profile(profile).data_source == "rehearsal" else None
+
+
+def _config_with_banner(config_file: Path, out: Path, banner: str) -> Path:
+    """A copy of the book's ``_config.yml`` whose pages all carry ``banner`` (the theme's announcement bar)."""
+    import yaml
+
+    from lesionlib.io import atomic_path
+
+    book_config = yaml.safe_load(config_file.read_text()) or {}
+    book_config.setdefault("html", {})["announcement"] = banner
+    book_config["title"] = f"REHEARSAL — {book_config.get('title', '')}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        tmp.write_text(yaml.safe_dump(book_config, sort_keys=False, allow_unicode=True))
+    return out
+
+
 def build_book(profile: str | None = None, results_root: Path | None = None, *,
                source_root: Path = config.PROJECT_ROOT, output_root: Path | None = None,
                strict: bool = True, timeout_s: float | None = None) -> Path:
@@ -162,6 +189,10 @@ def build_book(profile: str | None = None, results_root: Path | None = None, *,
     source_root = Path(source_root).resolve()
     prepare_run_pages(results_root, profile, source_root)
     cmd = [_jupyter_book(), "build", str(source_root)]
+    banner = data_source_banner(profile)
+    if banner:
+        overlay = Path(output_root or source_root).resolve() / "_build" / "_config.banner.yml"
+        cmd += ["--config", str(_config_with_banner(source_root / "_config.yml", overlay, banner))]
     if output_root is not None:
         cmd += ["--path-output", str(Path(output_root).resolve())]
     if strict:

@@ -47,7 +47,7 @@ CONTRACT_COLUMNS: tuple[str, ...] = (
 ``encoder_pretrained`` is ``True``/``False`` for methods with a pretrained-able encoder (Res-U-Net)
 and empty for the others."""
 
-DATA_SOURCES = ("synthetic", "real")
+DATA_SOURCES = ("synthetic", "rehearsal", "real")
 
 _STRING_COLUMNS = ("case_id", "subject", "session", "eval_set", "method", "train_set", "profile",
                    "data_source")

@@ -66,8 +66,9 @@ class ResultTable:
 
     @property
     def caption(self) -> str:
-        source = ("SYNTHETIC data: our numbers test the pipeline and are not comparable to the paper's"
-                  if self.data_source == "synthetic" else "real data")
+        source = {"synthetic": "SYNTHETIC data: our numbers test the pipeline and are not comparable to the paper's",
+                  "rehearsal": "REHEARSAL on synthetic stand-ins laid out as the paper's datasets, with smoke "
+                               "schedules: the numbers test the code path only"}.get(self.data_source, "real data")
         return (f"{self.name} — ours ({source}; profile '{self.profile}') with the value published by "
                 f"{paper.CITATION_SHORT} in brackets. Mean ± SD over subjects (images and seeds averaged per "
                 "subject); n = subjects; undef. = Hausdorff distances undefined (empty prediction), counted "
