@@ -18,7 +18,7 @@ unexport PYTHONDONTWRITEBYTECODE
 export LESIONLIB_CLONE := $(CURDIR)
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: setup data book test clean-results
+.PHONY: setup data book test rehearsal clean-results
 
 setup:
 	@bash scripts/setup.sh
@@ -36,6 +36,18 @@ book: data
 
 test: setup
 	$(PY) -m pytest -q
+
+# The researcher's path rehearsed (lesionlib/rehearsal.py): synthetic stand-ins laid out as ATLAS v2.0, a child
+# BIDS cohort without session-2 masks and MedicalNet's weights file; the variables README gives researchers,
+# exported from rehearsal.env; then the paper profile's grid through `make book`, as the profile `rehearsal` of
+# a researcher's own profiles file (workflow/rehearsal.yaml: `extends: paper`, smoke schedules, CPU).
+# Book: results/rehearsal/_book/_build/html/index.html
+REHEARSAL_DIR ?= $(CURDIR)/data/rehearsal
+REHEARSAL_PROFILES := $(CURDIR)/workflow/rehearsal.yaml
+rehearsal: setup
+	LESIONLIB_PROFILES=$(REHEARSAL_PROFILES) $(PY) -m lesionlib rehearsal --profile rehearsal --out $(REHEARSAL_DIR)
+	source $(REHEARSAL_DIR)/rehearsal.env && export LESIONLIB_PROFILES=$(REHEARSAL_PROFILES) && \
+	  $(MAKE) --no-print-directory book PROFILE=rehearsal
 
 clean-results:
 	rm -rf results _build

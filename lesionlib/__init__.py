@@ -5,7 +5,9 @@ A thin library behind the computational paper reproducing Lhermitte et al. (ISBI
 deep learning models*. Where to find things:
 
 =================================  ==========================================================
-``lesionlib.profile``              the typed profiles of ``experiments.yaml`` (every setting and default)
+``lesionlib.profile``              the typed profiles of ``experiments.yaml`` and a researcher's own (``extends:``)
+``lesionlib.rehearsal``            synthetic stand-ins laid out as the real datasets (``make rehearsal``)
+``lesionlib.clone``                one clone, one code: the check that this clone's lesionlib is imported
 ``lesionlib.experiments``          the grid (cells of a profile) and the runner of its notebooks
 ``lesionlib.cells``                what one cell does: train or fine-tune, then evaluate
 ``lesionlib.splits``               ``make_splits``: training, validation and test images of every cell

@@ -20,8 +20,9 @@ images are too few to cross-validate for fine-tuning: each of the parent's model
 all five and the fine-tuned models are ensembled. Models trained on the five child images alone
 are cross-validated like any other training set.
 
-``width_divisor`` / ``patch_size`` (CPU profiles only) shrink nnU-Net's planned network and patch
-(:func:`lesionlib.nnunet.pipeline.resize_plans`); everything else stays nnU-Net's. An nnU-Net
+``width_divisor`` / ``patch_size`` (CPU profiles only) shrink nnU-Net's planned network and patch,
+``target_spacing_mm`` replaces its planned spacing (:func:`lesionlib.nnunet.pipeline.resize_plans`);
+everything else stays nnU-Net's. An nnU-Net
 *epoch* is always ``iterations_per_epoch`` (nnU-Net: 250) training iterations.
 """
 
@@ -48,6 +49,8 @@ FOLD_INDEX = "lesionlib_folds.json"
 MODEL_RECORD = "lesionlib_model.json"
 PREPARED = "lesionlib_prepared.json"
 CV_SEED = 12345  # nnU-Net's own seed for its 5-fold split
+STAGING_DIR = ".nnunet_staging"
+"""Folder inside a cell's predictions where nnU-Net writes its masks before they are moved into place."""
 
 
 class NnUNetSettings(MethodSettings):
@@ -76,6 +79,9 @@ class NnUNetSettings(MethodSettings):
     """torch threads of a CPU training process (``None``: nnU-Net's choice, every core)."""
     width_divisor: int = Field(1, ge=1)
     patch_size: tuple[int, int, int] | None = None
+    target_spacing_mm: float | None = Field(None, gt=0, le=10)
+    """Isotropic spacing nnU-Net resamples to instead of its planned one (``None``: nnU-Net's plan; a CPU
+    rehearsal of 1 mm data works at 3 mm)."""
 
     def epochs(self, stage: Stage) -> int:
         return {"adult": self.epochs_adult, "finetune": self.epochs_finetune, "child_only": self.epochs_child_only}[stage]
@@ -124,7 +130,8 @@ class NnUNetSegmenter(Segmenter):
                 "configuration": s.configuration, "test_time_augmentation": s.tta,
                 "tile_step_size": s.tile_step_size,
                 "network": "nnU-Net's plans" if s.width_divisor == 1 and s.patch_size is None else
-                f"nnU-Net's plans, feature maps / {s.width_divisor}, patch {list(s.patch_size or [])}"}
+                f"nnU-Net's plans, feature maps / {s.width_divisor}, patch {list(s.patch_size or [])}",
+                "target_spacing": "nnU-Net's plan" if s.target_spacing_mm is None else f"{s.target_spacing_mm:g} mm"}
 
     # ------------------------------------------------------------------ shared preparation
     @classmethod
@@ -145,7 +152,8 @@ class NnUNetSegmenter(Segmenter):
                           num_processes=max(1, s.num_processes))
         child = NnUNetRun(shared_dir, *CHILD_DATASET, configuration=s.configuration, device=device,
                           num_processes=max(1, s.num_processes))
-        resize = {"width_divisor": s.width_divisor, "patch_size": s.patch_size}
+        resize = {"width_divisor": s.width_divisor, "patch_size": s.patch_size,
+                  "target_spacing_mm": s.target_spacing_mm}
         adult.export(splits[0].adult, progress=progress)
         adult.plan_and_preprocess(**resize)
         child.export(splits[0].child, progress=progress)
@@ -159,7 +167,8 @@ class NnUNetSegmenter(Segmenter):
 
     @staticmethod
     def _preparation_fingerprint(s: NnUNetSettings, splits: list) -> dict[str, Any]:
-        return {"settings": s.model_dump(mode="json", include={"folds", "configuration", "width_divisor", "patch_size"}),
+        return {"settings": s.model_dump(mode="json", include={"folds", "configuration", "width_divisor", "patch_size",
+                                                              "target_spacing_mm"}),
                 "adult": sorted(r.case_id for r in splits[0].adult), "child": sorted(r.case_id for r in splits[0].child),
                 "train_sets": sorted({_set_key(sp.training(t)[0]) for sp in splits
                                       for t in ("adult_full", "adult_subset", "child5")})}
@@ -248,7 +257,25 @@ class NnUNetSegmenter(Segmenter):
         return self._train("finetune", train_records, "finetune", parent)
 
     def predict(self, records: Sequence, out_dir: Path) -> list[Path]:
+        """nnU-Net's masks (written by :meth:`NnUNetRun.predict` into a staging folder inside ``out_dir``),
+        moved into the derivative dataset of each record's source dataset (:func:`lesionlib.bids.save_prediction`)."""
+        import shutil
+
+        from lesionlib.bids import save_prediction
+
         record = json.loads((self.model_dir / MODEL_RECORD).read_text())
         run = self._run(ADULT_DATASET)
-        return run.predict(records, out_dir, tta=self.settings.tta, model_dir=self.model_dir / record["model_dir"],
-                           folds=record["folds"], tile_step_size=self.settings.tile_step_size)
+        staging = Path(out_dir) / STAGING_DIR  # same file system: each mask is moved, not copied
+        try:
+            staged = run.predict(records, staging, tta=self.settings.tta,
+                                 model_dir=self.model_dir / record["model_dir"], folds=record["folds"],
+                                 tile_step_size=self.settings.tile_step_size)
+            description = (f"lesion segmentation by nnU-Net v2 ({self.settings.configuration}, "
+                           f"{len(record['folds'])} model(s) ensembled)")
+            sidecar = {"model": "nnU-Net", "configuration": self.settings.configuration, "folds": record["folds"],
+                       "test_time_augmentation": self.settings.tta,
+                       "tile_step_size": self.settings.tile_step_size}
+            return [save_prediction(path, out_dir, rec, description=description, sidecar=sidecar)
+                    for path, rec in zip(staged, records)]
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
