@@ -407,6 +407,8 @@ class PatchDataset(torch.utils.data.Dataset):
     volumes
         Indexable of preprocessed items ``{'image': (1, X, Y, Z), 'label': (1, X, Y, Z)}`` with
         X, Y, Z >= patch size (e.g. a MONAI ``CacheDataset`` over :func:`lesionlib.transforms.preprocessing`).
+        They are only read (patches are copies), so DataLoader workers started by ``fork`` share a memory
+        cache copy-on-write instead of copying it (:func:`lesionlib.resources.cache_copies`).
 
     Returns per item ``{'image': float32 (1, *patch_size), 'label': float32 (1, *patch_size), 'case_index': int}``.
     """

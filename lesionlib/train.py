@@ -50,6 +50,7 @@ from lesionlib.data.records import ImageRecord
 from lesionlib.io import atomic_path
 from lesionlib.losses import build_loss
 from lesionlib.models import build_model
+from lesionlib.resources import CacheDecision, resolve_cache
 from lesionlib.samplers import PatchDataset
 from lesionlib.training_settings import OptimisationSettings
 from lesionlib.transforms import augmentation, check_record_files, preprocessing, record_to_item
@@ -100,7 +101,10 @@ class TrainConfig(OptimisationSettings):
     device
         ``'auto'`` (CUDA if available), ``'cpu'``, ``'cuda'``, ``'cuda:1'``...
     cache_dir
-        Folder of the ``'disk'`` cache (default ``<results>/cache/preprocessed``).
+        Folder of the ``'disk'`` cache (default ``<results>/cache/preprocessed``). ``cache: auto`` (the
+        default of :class:`~lesionlib.training_settings.OptimisationSettings`) is resolved at the start of
+        :func:`train` (:func:`lesionlib.resources.resolve_cache`), logged, and recorded in ``params.yaml``
+        under ``cache``; the run's ``config.cache`` is then the chosen value.
     freeze_encoder
         Keep the encoder's weights (and batch-norm statistics) fixed.
     init_from
@@ -172,6 +176,7 @@ class RunResult:
     encoder_pretrained: bool
     checkpoint_last: Path
     checkpoint_best: Path
+    cache: dict[str, Any] | None = None  # CacheDecision.to_dict(): the cache used and why
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,16 +282,31 @@ def _train_mode(model: torch.nn.Module, freeze_encoder: bool) -> None:
             module.eval()
 
 
+def _disk_cache_base(config: TrainConfig) -> Path:
+    from lesionlib.config import results_root
+
+    return Path(config.cache_dir) if config.cache_dir else results_root() / "cache" / "preprocessed"
+
+
+def _resolve_cache(config: TrainConfig, records: Sequence[ImageRecord]) -> tuple[TrainConfig, CacheDecision]:
+    """``config`` with ``cache`` resolved (``auto`` -> memory / disk / none from the estimated size of the
+    cached training and validation volumes against the available memory), and the decision, logged."""
+    decision = resolve_cache(config.cache, [r.image_path for r in records], spacing_mm=config.spacing_mm,
+                             patch_size=config.patch_size, num_workers=config.num_workers,
+                             cache_dir=_disk_cache_base(config))
+    log.info("%s", decision.message())
+    return config.model_copy(update={"cache": decision.cache}), decision
+
+
 def _cached_dataset(items: list[dict], transform, config: TrainConfig, name: str) -> Sequence[dict]:
+    if config.cache == "auto":
+        raise ValueError("cache 'auto' must be resolved first (_resolve_cache)")
     if config.cache == "memory":
         return CacheDataset(items, transform=transform, num_workers=max(config.num_workers, 1),
                             progress=config.progress, copy_cache=False)
     if config.cache == "disk":
-        from lesionlib.config import results_root
-
-        base = Path(config.cache_dir) if config.cache_dir else results_root() / "cache" / "preprocessed"
         key = "spacing-" + "x".join(f"{s:g}" for s in config.spacing_mm or ()) + "_pad-" + "x".join(map(str, config.patch_size))
-        return PersistentDataset(items, transform=transform, cache_dir=base / key / name)
+        return PersistentDataset(items, transform=transform, cache_dir=_disk_cache_base(config) / key / name)
     return Dataset(items, transform=transform)
 
 
@@ -422,11 +442,12 @@ def _train(config: TrainConfig, train_records: list[ImageRecord], val_records: l
     config = config.model_copy(update={"spacing_mm": tuple(spacing)})
     state = _build_model(config, resume_ckpt, out_dir)
     config, model = state.config, state.model.to(device)
+    config, cache = _resolve_cache(config, [*train_records, *val_records])
     if config.freeze_encoder:
         _set_encoder_trainable(model, False)
     optimizer, scheduler = _optimiser(config, model)
     progress = _restore(resume_ckpt, model, optimizer, scheduler, out_dir, config)
-    params = _start_params(config, state, train_records, val_records, split_info, device, out_dir, progress)
+    params = _start_params(config, state, train_records, val_records, split_info, device, out_dir, progress, cache)
     loss_fn = build_loss()
     if progress.start_epoch < config.epochs:
         batches, val_volumes = _data_stream(config, train_records, val_records, progress.start_epoch, device)
@@ -542,7 +563,7 @@ def _restore(resume_ckpt: dict[str, Any] | None, model: torch.nn.Module, optimiz
 
 def _start_params(config: TrainConfig, state: _ModelState, train_records: list[ImageRecord],
                   val_records: list[ImageRecord], split_info: dict[str, Any], device: torch.device, out_dir: Path,
-                  progress: _Progress) -> dict[str, Any]:
+                  progress: _Progress, cache: CacheDecision) -> dict[str, Any]:
     """The run's ``params.yaml`` at start (status ``running``; resumes appended under ``resumed``)."""
     model = state.model
     params = {
@@ -558,6 +579,7 @@ def _start_params(config: TrainConfig, state: _ModelState, train_records: list[I
         "parent": state.parent,
         "device": str(device),
         "precision": "bf16-autocast" if (device.type == "cuda" and config.amp) else "fp32",
+        "cache": cache.to_dict(),
         "versions": {"torch": torch.__version__, "monai": __import__("monai").__version__},
         "status": "running",
         "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -675,4 +697,4 @@ def _finish(config: TrainConfig, state: _ModelState, params: dict[str, Any], pro
     return RunResult(out_dir=out_dir, params=params, history=history_df, epochs_completed=len(progress.history),
                      best_epoch=progress.best_epoch, best_val_dice=best_val,
                      encoder_pretrained=state.encoder_pretrained, checkpoint_last=out_dir / CHECKPOINT_LAST,
-                     checkpoint_best=out_dir / CHECKPOINT_BEST)
+                     checkpoint_best=out_dir / CHECKPOINT_BEST, cache=params.get("cache"))

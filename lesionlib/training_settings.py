@@ -85,7 +85,13 @@ class OptimisationSettings(StrictModel):
         pass instead of several overlapping ones.
     cache
         Preprocessed volumes kept in memory (``'memory'``), on disk under the results root
-        (``'disk'``), or re-read every time (``'none'``).
+        (``'disk'``), or re-read every time (``'none'``). ``'auto'`` (the default) chooses at the
+        start of training: memory when the estimated size of the cached training and validation
+        volumes (from the image headers: the grid at the working resolution, image and mask in float32;
+        times ``1 + num_workers`` when DataLoader workers are not forked) is at most half the available
+        memory (``MemAvailable``, or a cgroup limit's headroom), else disk when it fits in the cache
+        folder's free space, else none (:func:`lesionlib.resources.decide_cache`). The run logs the
+        choice with its numbers and records it in ``params.yaml`` (``cache``).
     num_workers
         DataLoader processes for patch sampling and augmentation (0: in the training process).
     amp
@@ -102,7 +108,7 @@ class OptimisationSettings(StrictModel):
     val_overlap: float = Field(0.25, ge=0, lt=1)
     val_every: int = Field(1, ge=1)
     inference_patch_size: tuple[int, int, int] | None = None
-    cache: Literal["memory", "disk", "none"] = "memory"
+    cache: Literal["auto", "memory", "disk", "none"] = "auto"
     num_workers: int = Field(0, ge=0)
     amp: bool = True
 

@@ -63,6 +63,11 @@ def test_tiny_unet_overfits_one_case(tmp_path):
     assert params["spacing_mm"] == [3.0, 3.0, 3.0]  # median of the training images
     assert params["split"] == {"train": ["toy/sub-01_ses-1"], "val": ["toy/sub-01_ses-1"]}
     assert result.checkpoint_best.exists() and result.checkpoint_last.exists()
+    # cache 'auto' (the default): one tiny image (train and validation) fits in memory, and the run says why
+    assert params["cache"]["requested"] == "auto" and params["cache"]["cache"] == "memory"
+    assert params["cache"]["n_images"] == 2 and params["config"]["cache"] == "memory"
+    assert result.cache == params["cache"]
+    assert "cache: memory — 2 images need" in (tmp_path / "run" / "train.log").read_text()
 
 
 class _Killed(Exception):
@@ -162,6 +167,8 @@ def test_disk_cache_is_written_under_results(tmp_path, cases, isolated_roots):
     train(_config(epochs=1, iterations_per_epoch=1, cache="disk"), cases[:1], cases[1:], tmp_path / "run")
     cached = list((isolated_roots["results"] / "cache" / "preprocessed").rglob("*.pt"))
     assert len(cached) == 2  # one train and one validation volume
+    params = yaml.safe_load((tmp_path / "run" / "params.yaml").read_text())
+    assert params["cache"]["cache"] == "disk" and params["cache"]["reason"].startswith("set explicitly")
 
 
 def test_patch_size_must_fit_the_model(tmp_path, cases):
