@@ -10,8 +10,14 @@ Run folder layout (``<results>/<profile>/<run_id>/``)::
     params.yaml     the cell's identity, resolved settings, fit details, stage record
     split.yaml      the splits of the cell's seed
     model/          the method's model (checkpoints, history.csv, nnU-Net results, joblib file)
-    predictions/    one mask per evaluated image (BIDS derivatives, each image's own grid)
-    metrics.csv     one row per image and evaluation set (:mod:`lesionlib.reporting.collect`)
+    predictions/    one BIDS-derivatives dataset per source dataset (:func:`lesionlib.bids.prediction_root`):
+        <dataset>/      e.g. synthetic_adult/, synthetic_child/ (atlas_v2/, child_cohort/ on real data)
+            dataset_description.json   DatasetType "derivative"; GeneratedBy names the cell
+            README
+            sub-X/ses-Y/anat/sub-X_ses-Y[_space-S]_desc-lesion_mask.nii.gz (+ .json sidecar)
+                    one uint8 mask per evaluated image, on that image's own grid
+    metrics.csv     one row per image and evaluation set (:mod:`lesionlib.reporting.collect`); its
+                    ``pred_path`` is relative to the run folder (``predictions/<dataset>/sub-.../...``)
 """
 
 from __future__ import annotations
@@ -106,22 +112,32 @@ def train_cell(cell: Cell) -> FitResult:
 def evaluate_cell(cell: Cell, fit: FitResult) -> pd.DataFrame:
     """Segment every evaluation set of the cell (each image once) and score it into ``metrics.csv``.
 
-    Masks go to ``out_dir/predictions/`` on each image's own grid; the rows carry the cell's
-    identity, ``data_source``, ``encoder_pretrained`` and ``eval_set``. Returns the table written.
+    Masks go to ``out_dir/predictions/<dataset>/`` (one BIDS-derivatives dataset per source
+    dataset, whose ``dataset_description.json`` names the cell) on each image's own grid; the rows
+    carry the cell's identity, ``data_source``, ``encoder_pretrained`` and ``eval_set``. Returns the
+    table written.
     """
+    from lesionlib import bids
     from lesionlib.data.validate import require_valid
     from lesionlib.metrics import evaluate_records
+    from lesionlib.segmenters import segmenter_labels
 
     spec = cell.spec
     eval_sets = cell.splits.evaluation(spec.train_set, spec.fine_tuned)
-    unique = {r.case_id: r for records in eval_sets.values() for r in records}
+    unique = {(r.dataset, r.case_id): r for records in eval_sets.values() for r in records}
     require_valid(list(unique.values()), purpose="evaluate")  # every bad file named before any prediction
-    paths = dict(zip(unique, cell.segmenter.predict(list(unique.values()), cell.out_dir / PREDICTIONS_DIR)))
+    predictions = cell.out_dir / PREDICTIONS_DIR
+    training = f"trained on {spec.train_set}" + (", fine-tuned on the few-shot child images" if spec.fine_tuned else "")
+    description = (f"grid cell {spec.run_id} of profile {cell.profile.name}: "
+                   f"{segmenter_labels().get(spec.method, spec.method)} {training}, seed {spec.seed}")
+    for record in {r.dataset: r for r in unique.values()}.values():  # each dataset described once, first
+        bids.write_prediction_dataset(predictions, record, description=description, overwrite=True)
+    paths = dict(zip(unique, cell.segmenter.predict(list(unique.values()), predictions)))
     labels = {"method": spec.method, "train_set": spec.train_set, "fine_tuned": spec.fine_tuned,
               "seed": spec.seed, "profile": cell.profile.name, "data_source": cell.splits.data_source,
               "encoder_pretrained": "" if fit.encoder_pretrained is None else fit.encoder_pretrained}
     device = None if cell.profile.device == "cpu" else "auto"  # distances on the GPU when there is one
-    tables = [evaluate_records(records, [paths[r.case_id] for r in records], device=device,
+    tables = [evaluate_records(records, [paths[(r.dataset, r.case_id)] for r in records], device=device,
                                metadata={**labels, "eval_set": eval_set}, relative_to=cell.out_dir)
               for eval_set, records in eval_sets.items()]
     metrics = pd.concat(tables, ignore_index=True)

@@ -56,11 +56,13 @@ class LesionGnbSegmenter(Segmenter):
 
     def predict(self, records: Sequence, out_dir: Path) -> list[Path]:
         from lesionlib.baselines.gnb import LesionGnb
-        from lesionlib.bids import prediction_path
+        from lesionlib.bids import save_prediction
         from lesionlib.data.validate import require_valid
-        from lesionlib.io import save_nifti_atomic
 
         require_valid(list(records), purpose="predict")  # before the first mask is written
         gnb = LesionGnb.load(self.model_dir / MODEL_FILE)
-        return [save_nifti_atomic(gnb.predict(rec), prediction_path(out_dir, rec.subject, rec.session))
+        description = "lesion segmentation by LesionGnb (Gaussian naive Bayes on tissue-map features)"
+        sidecar = {"model": "LesionGnb", "model_file": str((self.model_dir / MODEL_FILE).resolve()),
+                   "working_resolution_mm": self.working_resolution_mm}
+        return [save_prediction(gnb.predict(rec), out_dir, rec, description=description, sidecar=sidecar)
                 for rec in tqdm(records, desc="lesiongnb", unit="image", disable=not self.progress)]
