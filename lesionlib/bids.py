@@ -28,10 +28,13 @@ after the source's manifest name, so that adults and children never share a data
 for native-space child scans: every mask lies on its input image's voxel grid. ``Sources`` holds a
 BIDS URI ``bids:source:<path of the T1w inside its dataset>``, ``source`` being the
 ``DatasetLinks`` entry that points at the source dataset's root (a ``file://`` URI). Masks are
-written by :func:`save_prediction` (atomically, the dataset description first); the command-line
-tools and this module's :func:`prediction_path` also know a generic tree
-``<out>/derivatives/lesionlib/sub-X/ses-Y/anat/...`` (session-2 masks propagated by
-:mod:`lesionlib.register`).
+written by :func:`save_prediction` (atomically, the dataset description first): the grid's cells,
+``lesionlib predict`` and every segmenter's ``predict`` write there.
+
+:func:`prediction_path` names a generic tree without a dataset description,
+``<out>/derivatives/lesionlib/sub-X/ses-Y/anat/sub-X_ses-Y[_space-S]_desc-<desc>_mask.nii.gz``: session-2
+masks propagated by :mod:`lesionlib.register`, and the stand-alone ``lesionlib lesiongnb predict`` and
+``lesionlib nnunet predict`` commands.
 """
 
 from __future__ import annotations

@@ -10,7 +10,11 @@
 # npm (node >= 18) and, on the first call, the npm registry.
 #
 #   validator="$(scripts/bids_validator.sh)"
-#   "$validator" --json results/quick/<run_id>/predictions/synthetic_child
+#   "$validator" --json --config /abs/path/config.json results/quick/<run_id>/predictions/synthetic_child
+#
+# Validator 1.x knows only raw-BIDS file names, not BIDS-Derivatives ones: on lesionlib's prediction
+# datasets (derivatives holding masks) it needs the configuration VALIDATOR_CONFIG of
+# tests/test_bids_derivatives.py, which says why (a relative --config path is read inside the dataset).
 set -euo pipefail
 prefix="${LESIONLIB_NODE:-$HOME/.cache/lesionlib/node}"
 version="${LESIONLIB_BIDS_VALIDATOR:-1.15.0}"
