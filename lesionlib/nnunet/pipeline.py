@@ -298,8 +298,11 @@ class NnUNetRun:
         """``nnUNetv2_plan_and_preprocess -d ID -c <configuration>``: fingerprint, plans, preprocessing.
 
         ``verify`` adds ``--verify_dataset_integrity`` (image/label geometry, label values).
-        ``width_divisor``, ``patch_size`` and ``target_spacing_mm`` change nnU-Net's plans before
-        preprocessing (see :func:`resize_plans`; the defaults keep them as nnU-Net made them). Returns the plans file
+        ``target_spacing_mm`` (isotropic, mm) is passed to nnU-Net's planner
+        (``-overwrite_target_spacing``): it plans topology and patch for data resampled to that spacing,
+        preprocessing resamples every image to it and predictions are resampled back (a CPU rehearsal of
+        1 mm data at 3 mm). ``width_divisor`` and ``patch_size`` then resize the plans before preprocessing
+        (see :func:`resize_plans`; the defaults keep them as nnU-Net made them). Returns the plans file
         ``<preprocessed>/<Dataset>/nnUNetPlans.json``.
         """
         self._require_export()
@@ -310,11 +313,14 @@ class NnUNetRun:
             cmd.append("--verify_dataset_integrity")
         if gpu_memory_target_gb is not None:
             cmd += ["-gpu_memory_target", str(gpu_memory_target_gb)]
-        resize = width_divisor != 1 or patch_size is not None or target_spacing_mm is not None
+        if target_spacing_mm is not None:
+            if not target_spacing_mm > 0:
+                raise ValueError(f"target_spacing_mm must be > 0, got {target_spacing_mm}")
+            cmd += ["-overwrite_target_spacing", *[f"{float(target_spacing_mm):g}"] * 3]
+        resize = width_divisor != 1 or patch_size is not None
         self._run("plan" if resize else "plan_and_preprocess", cmd + (["--no_pp"] if resize else []))
         if resize:
-            resize_plans(self.plans_file(), self.configuration, width_divisor=width_divisor, patch_size=patch_size,
-                         target_spacing_mm=target_spacing_mm)
+            resize_plans(self.plans_file(), self.configuration, width_divisor=width_divisor, patch_size=patch_size)
             self.preprocess(DEFAULT_PLANS)
         return self.plans_file()
 
@@ -577,28 +583,21 @@ def _write_prediction(raw_path: Path, rec: ImageRecord, geometry: tuple, out_dir
 
 
 def resize_plans(plans_file: Path, configuration: str = "3d_fullres", *, width_divisor: int = 1,
-                 patch_size: Sequence[int] | None = None, target_spacing_mm: float | None = None) -> dict[str, Any]:
+                 patch_size: Sequence[int] | None = None) -> dict[str, Any]:
     """Make nnU-Net's network for ``configuration`` narrower and/or its patch smaller, in place.
 
     nnU-Net sizes its U-Net for a GPU (32 feature maps at full resolution, doubling per stage up to
     320); on a CPU one training step of that network on a 56 x 64 x 56 patch takes seconds. This
     divides ``features_per_stage`` by ``width_divisor`` (at least 4 feature maps per stage) and sets
     ``patch_size`` (each axis a multiple of the network's total stride along it). Everything else —
-    topology, normalisation, loss, augmentation, schedule — stays nnU-Net's. ``target_spacing_mm``
-    (isotropic, mm) replaces the planned target spacing, to which preprocessing resamples every image
-    and from which predictions are resampled back (a CPU rehearsal of 1 mm data at 3 mm); the data
-    must then be preprocessed after this call (:meth:`NnUNetRun.plan_and_preprocess` does). The
+    topology, normalisation, target spacing, loss, augmentation, schedule — stays nnU-Net's.
+    Preprocessing does not depend on either value, so the data need not be re-preprocessed. The
     change is recorded in the plans under ``lesionlib_resized``. Returns the configuration.
     """
     plans = json.loads(Path(plans_file).read_text())
     config = plans["configurations"][configuration]
     arch = config["architecture"]["arch_kwargs"]
-    original = {"features_per_stage": list(arch["features_per_stage"]), "patch_size": list(config["patch_size"]),
-                "spacing": list(config["spacing"])}
-    if target_spacing_mm is not None:
-        if not target_spacing_mm > 0:
-            raise ValueError(f"target_spacing_mm must be > 0, got {target_spacing_mm}")
-        config["spacing"] = [float(target_spacing_mm)] * len(config["spacing"])
+    original = {"features_per_stage": list(arch["features_per_stage"]), "patch_size": list(config["patch_size"])}
     if width_divisor < 1:
         raise ValueError(f"width_divisor must be >= 1, got {width_divisor}")
     arch["features_per_stage"] = [max(4, int(f) // int(width_divisor)) for f in arch["features_per_stage"]]

@@ -80,8 +80,8 @@ class NnUNetSettings(MethodSettings):
     width_divisor: int = Field(1, ge=1)
     patch_size: tuple[int, int, int] | None = None
     target_spacing_mm: float | None = Field(None, gt=0, le=10)
-    """Isotropic spacing nnU-Net resamples to instead of its planned one (``None``: nnU-Net's plan; a CPU
-    rehearsal of 1 mm data works at 3 mm)."""
+    """Isotropic spacing nnU-Net plans and resamples for instead of the data's own (nnU-Net's
+    ``-overwrite_target_spacing``; ``None``: nnU-Net's plan; a CPU rehearsal of 1 mm data works at 3 mm)."""
 
     def epochs(self, stage: Stage) -> int:
         return {"adult": self.epochs_adult, "finetune": self.epochs_finetune, "child_only": self.epochs_child_only}[stage]
