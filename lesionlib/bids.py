@@ -244,7 +244,9 @@ def prediction_dataset_description(dataset: str, source_root: os.PathLike | str,
     doi = _doi(spec.citation) if real else None
     if doi:
         source["DOI"] = doi
-    kind = f", {spec.kind} data" if spec is not None else ""
+    # a real dataset's place held by synthetic stand-ins (make rehearsal) is a rehearsal, never "real data"
+    kind = "" if spec is None else (", rehearsal on synthetic stand-ins" if spec.kind == "real" and not real
+                                    else f", {spec.kind} data")
     return {
         "Name": f"lesionlib lesion-mask predictions on {dataset}{kind}",
         "BIDSVersion": BIDS_VERSION,
