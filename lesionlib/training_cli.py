@@ -60,7 +60,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", default=project_config.DEFAULT_PROFILE)
     p.add_argument("--root", type=Path, help="dataset root (overrides the manifest)")
     p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True, help="root of derivatives/lesionlib/")
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder of the predictions: one BIDS-derivatives dataset per source dataset, "
+                        "OUT/<dataset>/sub-X/ses-Y/anat/..._desc-lesion_mask.nii.gz")
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default: %(default)s)")
     p.add_argument("--min-size", type=int, default=0, help="remove components smaller than this (voxels)")
     p.add_argument("--largest-component", action="store_true")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -398,8 +399,24 @@ def test_lesiongnb_commands_fit_and_predict(synthetic_cases, tmp_path):
     args = parser.parse_args(["lesiongnb", "fit", *common, "--model", str(model), "--resolution-mm", "3"])
     assert args.func(args) == 0
     assert LesionGnb.load(model).resolution_mm == 3.0
-    args = parser.parse_args(["lesiongnb", "predict", *common, "--model", str(model), "--out", str(tmp_path / "out")])
+    out = tmp_path / "out"
+    args = parser.parse_args(["lesiongnb", "predict", *common, "--model", str(model), "--out", str(out)])
     assert args.func(args) == 0
-    pred = nib.load(bids.prediction_path(tmp_path / "out", bids.atlas_subject(1, 4), "1"))
-    truth = nib.load(bids.atlas_mask_path(root, bids.atlas_subject(1, 4)))
+    # one BIDS-derivatives dataset per source dataset, described before any mask, no generic tree
+    assert sorted(p.name for p in out.iterdir()) == ["synthetic_adult"]
+    description = json.loads((out / "synthetic_adult" / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative" and "LesionGnb" in description["GeneratedBy"][0]["Description"]
+    assert description["DatasetLinks"]["source"] == root.absolute().as_uri()
+    subject = bids.atlas_subject(1, 4)
+    anat = out / "synthetic_adult" / f"sub-{subject}" / "ses-1" / "anat"
+    mask_path = anat / f"sub-{subject}_ses-1_space-{bids.ATLAS_SPACE}_desc-lesion_mask.nii.gz"
+    assert len(list(out.glob("synthetic_adult/sub-*/ses-1/anat/*_desc-lesion_mask.nii.gz"))) == 4
+    sidecar = json.loads(bids.sidecar_path(mask_path).read_text())
+    source = bids.atlas_t1w_path(root, subject)
+    assert sidecar["Sources"] == [f"bids:source:{source.relative_to(root).as_posix()}"]
+    assert sidecar["model"] == "LesionGnb" and sidecar["working_resolution_mm"] == 3.0
+    pred = nib.load(mask_path)
+    truth = nib.load(bids.atlas_mask_path(root, subject))
+    assert pred.shape == truth.shape and np.array_equal(pred.affine, nib.load(source).affine)
     assert dice(np.asanyarray(pred.dataobj), np.asanyarray(truth.dataobj)) > 0.1
+    assert not list(out.rglob(".*"))  # atomic writes leave no temporaries

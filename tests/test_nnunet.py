@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from lesionlib import bids
 from lesionlib.data.records import ImageRecord
 from lesionlib.io import DataValidationError
 from lesionlib.nnunet import NnUNetRun, NnUNetStageError, export_dataset, parse_trainer_name, trainer_name
@@ -250,12 +251,17 @@ def test_plan_train_predict_evaluate(adult_model):
     pred_dir = tmp / "pred_adult"
     cases = child_test + adult_model["train"][:1]
     preds = adult.predict(cases, pred_dir, tta=False)
+    assert preds == [bids.prediction_mask_path(pred_dir, rec) for rec in cases]  # the derivative dataset "toy"
     for rec, pred_path in zip(cases, preds):
         img, pred = nib.load(rec.image_path), nib.load(pred_path)
         assert pred.shape == img.shape and np.array_equal(pred.affine, img.affine)
         assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1}
+        sidecar = json.loads(bids.sidecar_path(pred_path).read_text())
+        assert sidecar["model"] == "nnU-Net" and sidecar["test_time_augmentation"] is False
     assert nib.aff2axcodes(nib.load(preds[0]).affine) == nib.aff2axcodes(LPS_ANISO)
-    assert not list(pred_dir.glob(".nnunet_predict_*"))  # temporary nnU-Net outputs cleaned up
+    description = json.loads((pred_dir / "toy" / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative" and "nnU-Net" in description["GeneratedBy"][0]["Description"]
+    assert sorted(p.name for p in pred_dir.iterdir()) == ["toy"]  # temporary nnU-Net outputs cleaned up
 
     table = adult.evaluate(child_test, pred_dir, out_csv=tmp / "metrics.csv",
                            metadata={"eval_set": "child_test", "train_set": "adult_full", "fine_tuned": False})
@@ -338,6 +344,63 @@ def test_cli_export_and_missing_plans(tmp_path, monkeypatch):
     args = parser.parse_args([a.format("train") for a in base] + ["--epochs", "1", "--iterations", "1"])
     with pytest.raises(FileNotFoundError, match="plan_and_preprocess"):
         args.func(args)
+
+
+def test_cli_predict_and_evaluate_use_the_derivative_datasets(tmp_path, monkeypatch):
+    """``lesionlib nnunet predict`` writes one BIDS-derivatives dataset per source dataset (nnU-Net's worker
+    replaced by one that answers each case's true mask) and ``nnunet evaluate`` reads the masks back from it."""
+    import argparse
+
+    import lesionlib.data.discovery
+    from lesionlib.nnunet.cli import register_cli
+
+    recs = [make_case(tmp_path / "src", f"{i:02d}", "1", i, RAS_3MM, shape=(12, 12, 12)) for i in range(2)]
+    recs.append(make_case(tmp_path / "src", "02", "2", 2, LPS_ANISO, shape=(12, 14, 10)))
+    monkeypatch.setattr(lesionlib.data.discovery, "discover", lambda name, profile, root, **kwargs: recs)
+    masks = {r.case_id: r.mask_path for r in recs}
+
+    def fake_worker(self, stage, cmd, *, training=False):
+        assert stage == "predict"
+        spec = json.loads(Path(cmd[-1]).read_text())
+        for output in spec["outputs"]:
+            img = nib.load(masks[Path(output).name])
+            nib.save(nib.Nifti1Image(np.asarray(img.dataobj), img.affine), output + ".nii.gz")
+        return 0.0
+
+    monkeypatch.setattr(NnUNetRun, "_run", fake_worker)
+    model_dir = tmp_path / "ws" / "nnUNet_results" / "Dataset012_Toy" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    (model_dir / "fold_all").mkdir(parents=True)
+    (model_dir / "fold_all" / "checkpoint_final.pth").write_bytes(b"")
+    parser = argparse.ArgumentParser()
+    register_cli(parser.add_subparsers(dest="command"))
+    base = ["--run-dir", str(tmp_path / "ws"), "--dataset-id", "12", "--dataset-name", "Toy", "--device", "cpu",
+            "--records", "toy"]
+    out = tmp_path / "pred"
+    args = parser.parse_args(["nnunet", "predict", *base, "--out", str(out), "--no-tta"])
+    assert args.func(args) == 0
+
+    assert sorted(p.name for p in out.iterdir()) == ["toy"]  # no generic derivatives/ tree, no temporaries left
+    description = json.loads((out / "toy" / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative" and "nnU-Net" in description["GeneratedBy"][0]["Description"]
+    assert (out / "toy" / "README").is_file()
+    for rec in recs:
+        path = out / "toy" / f"sub-{rec.subject}" / f"ses-{rec.session}" / "anat" / \
+            f"sub-{rec.subject}_ses-{rec.session}_desc-lesion_mask.nii.gz"
+        assert path == bids.prediction_mask_path(out, rec)
+        pred, img = nib.load(path), nib.load(rec.image_path)
+        assert pred.shape == img.shape and np.array_equal(pred.affine, img.affine)
+        assert pred.get_data_dtype() == np.uint8
+        sidecar = json.loads(bids.sidecar_path(path).read_text())
+        assert sidecar["Sources"] == [f"bids:source:{rec.image_path.name}"]  # images outside sub-* folders
+        assert sidecar["model"] == "nnU-Net" and sidecar["folds"] == ["all"] and sidecar["test_time_augmentation"] is False
+    assert not list(out.rglob(".*"))
+
+    args = parser.parse_args(["nnunet", "evaluate", *base, "--out", str(out), "--out-csv", str(tmp_path / "m.csv")])
+    assert args.func(args) == 0
+    text = (tmp_path / "m.csv").read_text()
+    assert text.startswith("case_id,") and text.count("\n") == 1 + len(recs)
+    table = NnUNetRun(tmp_path / "ws", 12, "Toy", device="cpu").evaluate(recs, out)
+    assert list(table["dice"]) == [1.0] * len(recs)  # the true masks, read back from the derivative dataset
 
 
 def test_interrupted_stage_stops_its_processes(tmp_path, monkeypatch):

@@ -11,8 +11,10 @@
     Trains :class:`lesionlib.baselines.LesionGnb` on a dataset's labelled records.
 
 ``lesionlib lesiongnb predict --model FILE --dataset synthetic_child --out DIR``
-    Writes one mask per image to ``DIR/derivatives/lesionlib/sub-X/ses-Y/anat/..._desc-lesion_mask.nii.gz``
-    on the image's own grid.
+    Writes one mask per image, on the image's own grid, into the BIDS-derivatives dataset of its
+    source dataset (:func:`lesionlib.bids.save_prediction`):
+    ``DIR/<dataset>/sub-X/ses-Y/anat/sub-X_ses-Y[_space-S]_desc-lesion_mask.nii.gz`` with a JSON
+    sidecar, ``DIR/<dataset>/dataset_description.json`` written first.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from tqdm.auto import tqdm
 
 from lesionlib import bids, config
 from lesionlib.data.records import ImageRecord
-from lesionlib.io import save_nifti_atomic
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     pred = sub.add_parser("predict", help="segment every image of a dataset")
     _add_data_args(pred, "synthetic_child")
     pred.add_argument("--model", type=Path, required=True, help="model file written by 'lesiongnb fit'")
-    pred.add_argument("--out", type=Path, required=True, help="output root for derivatives/lesionlib/")
+    pred.add_argument("--out", type=Path, required=True,
+                      help="folder of the predictions: one BIDS-derivatives dataset per source dataset, "
+                           "OUT/<dataset>/sub-X/ses-Y/anat/..._desc-lesion_mask.nii.gz")
     pred.set_defaults(func=run_gnb_predict)
 
 
@@ -108,7 +111,13 @@ def run_gnb_predict(args: argparse.Namespace) -> int:
 
     records = _records(args, "predict")
     model = LesionGnb.load(args.model)
+    description = "lesion segmentation by LesionGnb (Gaussian naive Bayes on tissue-map features)"
+    sidecar = {"model": "LesionGnb", "model_file": str(Path(args.model).resolve()),
+               "working_resolution_mm": float(model.resolution_mm)}
+    datasets = set()
     for record in tqdm(records, desc="LesionGnb", disable=args.no_progress):
-        save_nifti_atomic(model.predict(record), bids.prediction_path(args.out, record.subject, record.session))
-    log.info("%d LesionGnb masks written under %s", len(records), args.out)
+        # the mask on the image's own grid (its affine), written atomically after the dataset description
+        bids.save_prediction(model.predict(record), args.out, record, description=description, sidecar=sidecar)
+        datasets.add(str(bids.prediction_root(args.out, record.dataset)))
+    log.info("%d LesionGnb masks written in %s", len(records), ", ".join(sorted(datasets)) or args.out)
     return 0

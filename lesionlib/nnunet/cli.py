@@ -11,6 +11,12 @@ optionally narrowed with repeated ``--case sub-01_ses-1``)::
     lesionlib nnunet predict  --run-dir D --dataset-id 501 --dataset-name Adult --records synthetic_child --out P
     lesionlib nnunet evaluate --run-dir D --dataset-id 501 --dataset-name Adult --records synthetic_child --out P \\
                               --out-csv P/metrics.csv
+
+``predict`` writes one BIDS-derivatives dataset per source dataset under ``--out``
+(:meth:`lesionlib.nnunet.NnUNetRun.predict`, :func:`lesionlib.bids.save_prediction`), e.g.
+``P/synthetic_child/dataset_description.json`` and
+``P/synthetic_child/sub-01/ses-1/anat/sub-01_ses-1_desc-lesion_mask.nii.gz`` with its JSON sidecar;
+``evaluate`` reads the masks back from there.
 """
 
 from __future__ import annotations
@@ -91,9 +97,12 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     run = _run(args)
     fold = args.fold if args.fold == "all" else int(args.fold)
-    paths = run.predict(_records(args, args.records, args.case, "predict"), args.out, tta=not args.no_tta,
-                        model_dir=args.model_dir, folds=[fold])
-    log.info("%d predictions under %s", len(paths), args.out)
+    from lesionlib import bids
+
+    records = _records(args, args.records, args.case, "predict")
+    paths = run.predict(records, args.out, tta=not args.no_tta, model_dir=args.model_dir, folds=[fold])
+    datasets = sorted({str(bids.prediction_root(args.out, r.dataset)) for r in records})
+    log.info("%d predictions in %s", len(paths), ", ".join(datasets) or args.out)
     return 0
 
 
@@ -166,7 +175,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="nnUNetPredictor on the cases; masks on each input's grid")
     common(p)
     records(p)
-    p.add_argument("--out", type=Path, required=True, help="output root (BIDS derivatives inside)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder of the predictions: one BIDS-derivatives dataset per source dataset, "
+                        "OUT/<dataset>/sub-X/ses-Y/anat/..._desc-lesion_mask.nii.gz")
     p.add_argument("--no-tta", action="store_true", help="no mirroring test-time augmentation")
     p.add_argument("--model-dir", type=Path, default=None, help="trainer__plans__configuration folder")
     p.add_argument("--fold", default="all", help="default: all")
@@ -175,6 +186,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="metrics of the predictions against the cases' masks")
     common(p)
     records(p)
-    p.add_argument("--out", type=Path, required=True, help="output root given to predict")
+    p.add_argument("--out", type=Path, required=True,
+                   help="--out given to predict (its derivative datasets hold the masks)")
     p.add_argument("--out-csv", type=Path, default=None, help="CSV to write")
     p.set_defaults(func=_cmd_evaluate)

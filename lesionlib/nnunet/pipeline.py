@@ -48,7 +48,7 @@ import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
-from lesionlib.bids import prediction_path
+from lesionlib import bids
 from lesionlib.data.records import ImageRecord
 from lesionlib.data.validate import require_valid
 from lesionlib.io import atomic_path, load_nifti, save_nifti_atomic
@@ -489,7 +489,8 @@ class NnUNetRun:
 
     def predict(self, records: Sequence[ImageRecord], out_dir: Path | str, *, tta: bool = True,
                 model_dir: Path | str | None = None, folds: Sequence[int | str] = ("all",),
-                checkpoint: str = "checkpoint_final.pth", tile_step_size: float = 0.5) -> list[Path]:
+                checkpoint: str = "checkpoint_final.pth", tile_step_size: float = 0.5,
+                description: str | None = None, sidecar: Mapping[str, Any] | None = None) -> list[Path]:
         """Segment each record's image with ``nnUNetPredictor``; one uint8 mask per record.
 
         Parameters
@@ -499,8 +500,12 @@ class NnUNetRun:
             and validated, and nnU-Net gets a temporary float32 copy whose qform and sform
             both hold the image's affine (so nnU-Net's SimpleITK reader and nibabel agree).
         out_dir
-            Predictions go to :func:`lesionlib.bids.prediction_path` ``(out_dir, subject, session)``:
-            ``<out_dir>/derivatives/lesionlib/sub-X/ses-Y/anat/sub-X_ses-Y_desc-lesion_mask.nii.gz``.
+            Folder of the BIDS-derivatives datasets, one per source dataset: each mask goes to
+            :func:`lesionlib.bids.prediction_mask_path` ``(out_dir, record)``, i.e.
+            ``<out_dir>/<record.dataset>/sub-X/ses-Y/anat/sub-X_ses-Y[_space-S]_desc-lesion_mask.nii.gz``,
+            with its JSON sidecar, written by :func:`lesionlib.bids.save_prediction` (atomically; a
+            dataset without ``dataset_description.json`` gets one first). nnU-Net's own outputs go to
+            a temporary folder inside ``out_dir``, removed afterwards.
         tta
             Mirroring test-time augmentation (nnU-Net's default: on).
         model_dir
@@ -509,6 +514,11 @@ class NnUNetRun:
         folds
             The folds of ``model_dir`` to use; several are ensembled (softmax averaged), as nnU-Net
             does after cross-validation.
+        description, sidecar
+            What produced the masks, for the dataset description (when this call creates it) and each
+            mask's sidecar (default: nnU-Net, the configuration and the number of ensembled models);
+            items of ``sidecar`` are added to (or replace) the default sidecar items (model folder,
+            folds, checkpoint, test-time augmentation, tile step).
 
         Returns
         -------
@@ -526,10 +536,12 @@ class NnUNetRun:
             if not (model / f"fold_{fold}" / checkpoint).is_file():
                 raise FileNotFoundError(f"{model / f'fold_{fold}' / checkpoint}: no such checkpoint")
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         ids = [r.case_id for r in records]
         if len(set(ids)) != len(ids):
             raise ValueError(f"duplicate case ids among the records to predict: {sorted({i for i in ids if ids.count(i) > 1})}")
+        for rec in records:  # a dataset name that cannot name a folder fails before anything is written
+            bids.prediction_root(out_dir, rec.dataset)
+        out_dir.mkdir(parents=True, exist_ok=True)
 
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix=".nnunet_predict_", dir=out_dir) as tmp_name:
@@ -553,14 +565,22 @@ class NnUNetRun:
             spec_path = tmp / "spec.json"
             spec_path.write_text(json.dumps(spec, indent=2))
             self._run("predict", [sys.executable, "-m", "lesionlib.nnunet.predict_worker", spec_path])
-            outputs = [_write_prediction(tmp / "out" / f"{rec.case_id}.nii.gz", rec, geom, out_dir)
+            if description is None:
+                description = (f"lesion segmentation by nnU-Net v2 ({self.configuration}, "
+                               f"{len(folds)} model(s) ensembled)")
+            items = {"model": "nnU-Net", "configuration": self.configuration, "model_dir": str(model.resolve()),
+                     "folds": folds, "checkpoint": checkpoint, "test_time_augmentation": bool(tta),
+                     "tile_step_size": float(tile_step_size), **(sidecar or {})}
+            outputs = [bids.save_prediction(_prediction_image(tmp / "out" / f"{rec.case_id}.nii.gz", rec, geom),
+                                            out_dir, rec, description=description, sidecar=items)
                        for rec, geom in zip(records, geometry)]
         self.timings_s["predict"] = time.perf_counter() - start
         return outputs
 
     def evaluate(self, records: Sequence[ImageRecord], pred_dir: Path | str, *, out_csv: Path | str | None = None,
                  metadata: Mapping[str, Any] | None = None):
-        """Score predictions from :meth:`predict` against the records' masks (see :func:`evaluate_predictions`)."""
+        """Score predictions from :meth:`predict` (``pred_dir``: its ``out_dir``) against the records' masks
+        (see :func:`evaluate_predictions`)."""
         meta = {"method": "nnunet", **(metadata or {})}
         start = time.perf_counter()
         table = evaluate_predictions(records, pred_dir, out_csv=out_csv, metadata=meta)
@@ -568,8 +588,8 @@ class NnUNetRun:
         return table
 
 
-def _write_prediction(raw_path: Path, rec: ImageRecord, geometry: tuple, out_dir: Path) -> Path:
-    """nnU-Net's output for ``rec`` as a uint8 {0, 1} mask on the input's exact grid, at its BIDS path."""
+def _prediction_image(raw_path: Path, rec: ImageRecord, geometry: tuple) -> nib.Nifti1Image:
+    """nnU-Net's output for ``rec`` as a uint8 {0, 1} mask on the input's exact grid (shape, affine, orientation codes)."""
     shape, affine, codes = geometry
     if not raw_path.is_file():
         raise RuntimeError(f"{raw_path}: nnU-Net wrote no prediction for {rec.case_id}")
@@ -579,7 +599,7 @@ def _write_prediction(raw_path: Path, rec: ImageRecord, geometry: tuple, out_dir
         raise RuntimeError(f"{raw_path}: prediction is not on the grid of its input {rec.image_path} ({mismatch})")
     mask = nib.Nifti1Image((np.asarray(pred.dataobj) > 0).astype(np.uint8), affine)
     set_geometry(mask, affine, codes)
-    return save_nifti_atomic(mask, prediction_path(out_dir, rec.subject, rec.session))
+    return mask
 
 
 def resize_plans(plans_file: Path, configuration: str = "3d_fullres", *, width_divisor: int = 1,
@@ -617,7 +637,10 @@ def resize_plans(plans_file: Path, configuration: str = "3d_fullres", *, width_d
 
 def evaluate_predictions(records: Sequence[ImageRecord], pred_dir: Path | str, *,
                          out_csv: Path | str | None = None, metadata: Mapping[str, Any] | None = None):
-    """Metrics of each record's prediction (at ``prediction_path(pred_dir, ...)``) against its mask.
+    """Metrics of each record's prediction against its mask.
+
+    ``pred_dir`` is the folder of the derivative datasets given to :meth:`NnUNetRun.predict`: each
+    record's prediction is read from :func:`lesionlib.bids.prediction_mask_path` ``(pred_dir, record)``.
 
     :func:`lesionlib.metrics.evaluate_records` (spacing from the headers, Dice, Hausdorff in mm,
     ...): one row per record in order, ``metadata`` items as constant columns, written
@@ -625,5 +648,5 @@ def evaluate_predictions(records: Sequence[ImageRecord], pred_dir: Path | str, *
     """
     from lesionlib.metrics import evaluate_records  # lazy: only evaluation needs it
 
-    preds = [prediction_path(Path(pred_dir), rec.subject, rec.session) for rec in records]
+    preds = [bids.prediction_mask_path(pred_dir, rec) for rec in records]
     return evaluate_records(records, preds, metadata=metadata, out_csv=None if out_csv is None else Path(out_csv))

@@ -7,8 +7,11 @@ its model lives in), then
 * :meth:`Segmenter.fit` trains on labelled records (``stage`` says which of the profile's epoch
   counts applies: training on adults, or on the few child images alone);
 * :meth:`Segmenter.fine_tune` continues training from the model of a parent cell;
-* :meth:`Segmenter.predict` writes one uint8 mask per record, on the record's own grid, to
-  ``lesionlib.bids.prediction_path(out_dir, subject, session)``, and returns the paths;
+* :meth:`Segmenter.predict` writes one uint8 mask per record, on the record's own grid, into the
+  BIDS-derivatives dataset of the record's source dataset, at
+  ``lesionlib.bids.prediction_mask_path(out_dir, record)``
+  (``<out_dir>/<record.dataset>/sub-X/ses-Y/anat/sub-X_ses-Y[_space-S]_desc-lesion_mask.nii.gz``, with a
+  JSON sidecar, through :func:`lesionlib.bids.save_prediction`), and returns the paths;
 * :meth:`Segmenter.plan` describes, before anything runs, what a cell of this method will do
   (epochs, iterations, schedule, augmentation, folds, encoder weights...), for
   ``lesionlib grid list --json`` and the methods page.
@@ -124,7 +127,13 @@ class Segmenter(abc.ABC):
 
     @abc.abstractmethod
     def predict(self, records: Sequence["ImageRecord"], out_dir: Path) -> list[Path]:
-        """Segment ``records`` with the model in :attr:`model_dir`; one mask path per record, in order."""
+        """Segment ``records`` with the model in :attr:`model_dir`; one mask path per record, in order.
+
+        Each mask (uint8, on its record's grid) and its sidecar are written by
+        :func:`lesionlib.bids.save_prediction` ``(mask, out_dir, record, description=...)``, i.e. to
+        :func:`lesionlib.bids.prediction_mask_path` ``(out_dir, record)`` in the derivative dataset
+        ``out_dir/<record.dataset>/`` of the record's source dataset.
+        """
 
     @classmethod
     def prepare(cls, profile: "Profile", shared_dir: Path, *, progress: bool = False) -> None:
