@@ -16,7 +16,9 @@ What the peak RSS figure is. ``ru_maxrss`` is a high-water mark kept by the kern
 ``RUSAGE_CHILDREN`` holds the largest one among terminated descendants that were waited for (a child's
 own waited-for children included). So :attr:`Usage.peak_rss_mib` is the peak of the *largest single
 process* of the job (the notebook's kernel, a DataLoader worker, an nnU-Net subprocess, or the runner
-itself), exact, not sampled. It is not the sum over processes that ran at the same time: pages shared
+itself), exact, not sampled. (Linux carries a parent's high-water mark into a child it forks until the
+child calls ``exec``: a child's own figure can read as high as the parent's peak, which the maximum with
+``RUSAGE_SELF`` already covers.) It is not the sum over processes that ran at the same time: pages shared
 by forked workers would be counted once per process in such a sum (Snakemake's ``max_rss`` is such a
 sum, sampled every 0.5 s for 15 s, then every 30 s). ``ru_maxrss`` is in KiB on Linux, bytes on macOS.
 
@@ -328,9 +330,12 @@ def estimate_cache_bytes(image_paths: Iterable[os.PathLike | str], spacing_mm: S
     """Bytes of the preprocessed volumes of these images, from their headers alone.
 
     Each image's grid reoriented to RAS, resampled to ``spacing_mm`` and padded to ``patch_size``
-    (:func:`resampled_shape`), times ``bytes_per_voxel`` (image + mask in float32: 8). An upper bound:
-    ``preprocessing`` also crops each volume to the bounding box of its nonzero voxels (on the synthetic
-    1 mm adults the cached volumes are about three quarters of the full grid: ``benchmarks/bench_scale.py``).
+    (:func:`resampled_shape`), times ``bytes_per_voxel`` (image + mask in float32: 8). ``preprocessing``
+    then crops each volume to the bounding box of its nonzero voxels. The crop is a view of the whole
+    resampled array: the disk cache's files (``torch.save`` writes a view's whole storage) hold what this
+    estimates, and the memory cache, where MONAI's ``CacheDataset`` keeps contiguous copies, holds less
+    (0.72 of it on the synthetic 1 mm adults, ``benchmarks/bench_scale.py``). So: exact for the disk cache
+    and an upper bound for the memory cache when no padding is needed, an upper bound for both otherwise.
     """
     total = 0
     for path in image_paths:
