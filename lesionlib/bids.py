@@ -29,12 +29,12 @@ for native-space child scans: every mask lies on its input image's voxel grid. `
 BIDS URI ``bids:source:<path of the T1w inside its dataset>``, ``source`` being the
 ``DatasetLinks`` entry that points at the source dataset's root (a ``file://`` URI). Masks are
 written by :func:`save_prediction` (atomically, the dataset description first): the grid's cells,
-``lesionlib predict`` and every segmenter's ``predict`` write there.
+``lesionlib predict``, ``lesionlib lesiongnb predict``, ``lesionlib nnunet predict`` and every segmenter's
+``predict`` write there.
 
-:func:`prediction_path` names a generic tree without a dataset description,
-``<out>/derivatives/lesionlib/sub-X/ses-Y/anat/sub-X_ses-Y[_space-S]_desc-<desc>_mask.nii.gz``: session-2
-masks propagated by :mod:`lesionlib.register`, and the stand-alone ``lesionlib lesiongnb predict`` and
-``lesionlib nnunet predict`` commands.
+:func:`prediction_path` names an internal tree without a dataset description,
+``<out>/derivatives/lesionlib/sub-X/ses-Y/anat/sub-X_ses-Y[_space-S]_desc-<desc>_mask.nii.gz``: the session-2
+masks propagated by :mod:`lesionlib.register` (under ``<results>/<profile>/_shared/session2_masks``).
 """
 
 from __future__ import annotations
