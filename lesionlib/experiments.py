@@ -308,8 +308,8 @@ def _print_timings(table: pd.DataFrame) -> None:
     shown = table.assign(exact=table.exact.map({True: "yes", False: "sampled"}))
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.1f}", na_rep="-"))
     n_exact = int(table.exact.sum())
-    print(f"total: {table.wall_s.sum():.0f} job-s wall over {len(table)} jobs ({table.cpu_s.sum():.0f} CPU-s: "
-          f"{n_exact} jobs measured by themselves, {len(table) - n_exact} as seen by Snakemake's sampling)")
+    print(f"total: {table.wall_s.sum():.0f} job-s wall over {len(table)} jobs ({table.cpu_s.sum():.0f} CPU-s; "
+          f"{n_exact} of {len(table)} jobs measured by themselves, the others as seen by Snakemake's sampling)")
     if table.peak_rss_mib.notna().any():
         top = table.loc[table.peak_rss_mib.idxmax()]
         print(f"largest peak RSS: {top.peak_rss_mib:.0f} MiB ({top.job}; "

@@ -114,7 +114,7 @@ def test_grid_timings_prefer_the_jobs_own_figures(tmp_path, capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "peak_rss_mib" in out and "sampled_rss_mib" in out
-    assert "total: 353 job-s wall over 4 jobs (602 CPU-s: 3 jobs measured by themselves, 1 as seen" in out
+    assert "total: 353 job-s wall over 4 jobs (602 CPU-s; 3 of 4 jobs measured by themselves, the others" in out
     assert "largest peak RSS: 3100 MiB (unet_adult-full_seed0; one process, exact)" in out
 
 
