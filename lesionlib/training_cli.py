@@ -49,7 +49,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--patch-size", type=int, nargs=3, metavar=("X", "Y", "Z"))
     p.add_argument("--lr", type=float, help="Adam learning rate (the paper's: 0.01)")
     p.add_argument("--workers", type=int, help="DataLoader workers")
-    p.add_argument("--cache", choices=["memory", "disk", "none"])
+    p.add_argument("--cache", choices=["auto", "memory", "disk", "none"],
+                   help="where preprocessed volumes are kept (auto: memory when they fit in half the available RAM)")
     p.add_argument("--freeze-encoder", action="store_true", help="keep the encoder fixed while fine-tuning")
     p.add_argument("--no-augmentation", action="store_true")
     p.add_argument("--no-progress", action="store_true")

@@ -529,32 +529,16 @@ class NnUNetRun:
         records = list(records)
         if not records:
             return []
-        require_valid(records, purpose="predict")  # every bad image named, before anything is written
         folds = list(folds)
-        model = Path(model_dir) if model_dir is not None else self._single_model(folds[0], checkpoint)
-        for fold in folds:
-            if not (model / f"fold_{fold}" / checkpoint).is_file():
-                raise FileNotFoundError(f"{model / f'fold_{fold}' / checkpoint}: no such checkpoint")
+        model = self._checked_prediction_inputs(records, out_dir, model_dir, folds, checkpoint)
         out_dir = Path(out_dir)
         ids = [r.case_id for r in records]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"duplicate case ids among the records to predict: {sorted({i for i in ids if ids.count(i) > 1})}")
-        for rec in records:  # a dataset name that cannot name a folder fails before anything is written
-            bids.prediction_root(out_dir, rec.dataset)
         out_dir.mkdir(parents=True, exist_ok=True)
 
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix=".nnunet_predict_", dir=out_dir) as tmp_name:
             tmp = Path(tmp_name)
-            # nnU-Net reads a validated float32 copy whose qform and sform both hold the affine
-            # nibabel sees, so nnU-Net (SimpleITK) and lesionlib agree on every case's geometry
-            inputs, geometry = [], []
-            for rec in tqdm(records, desc="stage inputs", unit="case", disable=len(records) < 10):
-                img = load_nifti(rec.image_path)
-                staged = save_nifti_atomic(image_for_nnunet(img), tmp / "inputs" / image_file_name(rec.case_id))
-                inputs.append([str(staged)])
-                geometry.append((img.shape, img.affine.copy(), orientation_codes(img)))
-                del img
+            inputs, geometry = _stage_prediction_inputs(records, tmp / "inputs")
             spec = {
                 "model_dir": str(model.resolve()), "folds": folds, "checkpoint": checkpoint,
                 "device": self.device, "use_mirroring": bool(tta), "tile_step_size": float(tile_step_size),
@@ -576,6 +560,21 @@ class NnUNetRun:
                        for rec, geom in zip(records, geometry)]
         self.timings_s["predict"] = time.perf_counter() - start
         return outputs
+
+    def _checked_prediction_inputs(self, records: Sequence[ImageRecord], out_dir: Path | str,
+                                   model_dir: Path | str | None, folds: list, checkpoint: str) -> Path:
+        """Everything :meth:`predict` needs checked before it writes anything; returns the model folder."""
+        require_valid(records, purpose="predict")  # every bad image named, before anything is written
+        model = Path(model_dir) if model_dir is not None else self._single_model(folds[0], checkpoint)
+        for fold in folds:
+            if not (model / f"fold_{fold}" / checkpoint).is_file():
+                raise FileNotFoundError(f"{model / f'fold_{fold}' / checkpoint}: no such checkpoint")
+        ids = [r.case_id for r in records]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"duplicate case ids among the records to predict: {sorted({i for i in ids if ids.count(i) > 1})}")
+        for rec in records:  # a dataset name that cannot name a folder fails before anything is written
+            bids.prediction_root(Path(out_dir), rec.dataset)
+        return model
 
     def evaluate(self, records: Sequence[ImageRecord], pred_dir: Path | str, *, out_csv: Path | str | None = None,
                  metadata: Mapping[str, Any] | None = None):
@@ -600,6 +599,22 @@ def _prediction_image(raw_path: Path, rec: ImageRecord, geometry: tuple) -> nib.
     mask = nib.Nifti1Image((np.asarray(pred.dataobj) > 0).astype(np.uint8), affine)
     set_geometry(mask, affine, codes)
     return mask
+
+
+def _stage_prediction_inputs(records: Sequence[ImageRecord], folder: Path) -> tuple[list[list[str]], list[tuple]]:
+    """nnU-Net's inputs: a validated float32 copy of each image whose qform and sform both hold the affine
+    nibabel sees (so nnU-Net's SimpleITK reader and lesionlib agree on every case's geometry).
+
+    Returns the input file lists and each image's (shape, affine, orientation codes).
+    """
+    inputs, geometry = [], []
+    for rec in tqdm(records, desc="stage inputs", unit="case", disable=len(records) < 10):
+        img = load_nifti(rec.image_path)
+        staged = save_nifti_atomic(image_for_nnunet(img), folder / image_file_name(rec.case_id))
+        inputs.append([str(staged)])
+        geometry.append((img.shape, img.affine.copy(), orientation_codes(img)))
+        del img
+    return inputs, geometry
 
 
 def resize_plans(plans_file: Path, configuration: str = "3d_fullres", *, width_divisor: int = 1,

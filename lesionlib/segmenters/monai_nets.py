@@ -151,7 +151,8 @@ class MonaiNetSegmenter(Segmenter):
     def _result(result: Any) -> FitResult:
         return FitResult(encoder_pretrained=result.encoder_pretrained, history=result.history,
                          details={"epochs_completed": result.epochs_completed, "best_epoch": result.best_epoch,
-                                  "best_val_dice": result.best_val_dice})
+                                  "best_val_dice": result.best_val_dice,
+                                  "cache": getattr(result, "cache", None)})
 
 
 @register_segmenter
