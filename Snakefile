@@ -12,8 +12,9 @@
 # lesionlib.notebook_runner: jupytext -> papermill, into results/<profile>/<run_id>/), the report
 # notebooks and the book. A cell's executed notebook is moved into place only when every notebook
 # cell succeeded, so finished cells are skipped and a failed one is re-run (its partial notebook
-# stays under FAILED-cell-<time>/). Every job's wall-clock and CPU seconds (Snakemake's `benchmark:`) go to
-# results/<profile>/_logs/benchmarks/<job>.tsv: `python -m lesionlib grid timings` sums them up.
+# stays under FAILED-cell-<time>/). Every job's wall-clock and CPU seconds and sampled memory (Snakemake's
+# `benchmark:`) go to results/<profile>/_logs/benchmarks/<job>.tsv, its exact peak RSS to resources.json
+# beside its outputs: `python -m lesionlib grid timings` lists and sums them up.
 import sys
 from pathlib import Path
 
