@@ -38,7 +38,7 @@ book: data
 # derivatives in the tests; without node/npm those tests skip and say why.
 test: setup
 	@bash scripts/bids_validator.sh >/dev/null || echo "[test] bids-validator not installed (needs node and npm): its tests skip"
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(CORES) --dist loadfile
 
 # The researcher's path rehearsed (lesionlib/rehearsal.py): synthetic stand-ins laid out as ATLAS v2.0, a child
 # BIDS cohort without session-2 masks and MedicalNet's weights file; the variables README gives researchers,

@@ -86,41 +86,59 @@ def _noise(shape: Sequence[int], seed: int) -> np.ndarray:
     return np.random.default_rng(seed).random(tuple(shape), dtype=np.float32) + 0.5
 
 
+def _write(path: Path, data: np.ndarray, affine: np.ndarray, dtype: np.dtype | type | None = None) -> Path:
+    img = nib.Nifti1Image(np.asarray(data), np.asarray(affine, float))
+    if dtype is not None:
+        img.set_data_dtype(dtype)
+    return save_nifti_atomic(img, Path(path))
+
+
+def build_atlas_tree(root: Path | str, lesion_voxels: Mapping[str, int] | None = None,
+                     shape: Sequence[int] = (12, 12, 12), spacing_mm: float | Sequence[float] = 3.0,
+                     session: str = "1") -> Path:
+    """A tiny ATLAS v2.0 tree under ``root`` (what the ``make_atlas_tree`` fixture makes; usable at any scope)."""
+    root = Path(root)
+    lesion_voxels = lesion_voxels if lesion_voxels is not None else {"r001s001": 8, "r001s002": 27, "r002s001": 1}
+    affine = _affine(spacing_mm, "RAS", origin_mm=(-18.0, -18.0, -18.0))
+    for i, (subject, n) in enumerate(sorted(lesion_voxels.items())):
+        _write(bids.atlas_t1w_path(root, subject, session), _noise(shape, i), affine)
+        _write(bids.atlas_mask_path(root, subject, session), _blob(shape, n), affine, dtype=np.uint8)
+    return root
+
+
+def build_child_tree(root: Path | str, lesion_voxels: Mapping[tuple[str, str], int] | None = None,
+                     shape: Sequence[int] = (10, 12, 8), spacing_mm: Sequence[float] = (3.0, 3.0, 3.6),
+                     orientation: str = "LPS", participants: Sequence[tuple[str, float, str, str]] | None = None
+                     ) -> Path:
+    """A tiny child BIDS tree under ``root`` (what the ``make_child_tree`` fixture makes; usable at any scope)."""
+    root = Path(root)
+    lesion_voxels = lesion_voxels if lesion_voxels is not None else {
+        ("01", "1"): 20, ("01", "2"): 21, ("02", "1"): 5, ("02", "2"): 6}
+    affine = _affine(spacing_mm, orientation, origin_mm=(15.0, 18.0, -14.0))
+    for i, ((subject, session), n) in enumerate(sorted(lesion_voxels.items())):
+        _write(bids.child_t1w_path(root, subject, session), _noise(shape, 100 + i), affine)
+        _write(bids.child_mask_path(root, subject, session), _blob(shape, n), affine, dtype=np.uint8)
+    if participants is None:
+        subjects = sorted({s for s, _ in lesion_voxels})
+        participants = [(s, 12.0 + 6 * k, "F" if k % 2 else "M", f"site{k % 2 + 1}") for k, s in enumerate(subjects)]
+    lines = ["participant_id\tage_months\tsex\tsite"]
+    lines += [f"sub-{s}\t{age:g}\t{sex}\t{site}" for s, age, sex, site in participants]
+    (root / "participants.tsv").write_text("\n".join(lines) + "\n")
+    return root
+
+
 @pytest.fixture
-def make_atlas_tree(tmp_path: Path, write_nifti: Callable[..., Path]) -> Callable[..., Path]:
-    def make(root: Path | str | None = None, lesion_voxels: Mapping[str, int] | None = None,
-             shape: Sequence[int] = (12, 12, 12), spacing_mm: float | Sequence[float] = 3.0,
-             session: str = "1") -> Path:
-        root = Path(root) if root is not None else tmp_path / "atlas"
-        lesion_voxels = lesion_voxels if lesion_voxels is not None else {"r001s001": 8, "r001s002": 27, "r002s001": 1}
-        affine = _affine(spacing_mm, "RAS", origin_mm=(-18.0, -18.0, -18.0))
-        for i, (subject, n) in enumerate(sorted(lesion_voxels.items())):
-            write_nifti(bids.atlas_t1w_path(root, subject, session), _noise(shape, i), affine)
-            write_nifti(bids.atlas_mask_path(root, subject, session), _blob(shape, n), affine, dtype=np.uint8)
-        return root
+def make_atlas_tree(tmp_path: Path) -> Callable[..., Path]:
+    def make(root: Path | str | None = None, *args, **kwargs) -> Path:
+        return build_atlas_tree(Path(root) if root is not None else tmp_path / "atlas", *args, **kwargs)
 
     return make
 
 
 @pytest.fixture
-def make_child_tree(tmp_path: Path, write_nifti: Callable[..., Path]) -> Callable[..., Path]:
-    def make(root: Path | str | None = None, lesion_voxels: Mapping[tuple[str, str], int] | None = None,
-             shape: Sequence[int] = (10, 12, 8), spacing_mm: Sequence[float] = (3.0, 3.0, 3.6),
-             orientation: str = "LPS", participants: Sequence[tuple[str, float, str, str]] | None = None) -> Path:
-        root = Path(root) if root is not None else tmp_path / "child"
-        lesion_voxels = lesion_voxels if lesion_voxels is not None else {
-            ("01", "1"): 20, ("01", "2"): 21, ("02", "1"): 5, ("02", "2"): 6}
-        affine = _affine(spacing_mm, orientation, origin_mm=(15.0, 18.0, -14.0))
-        for i, ((subject, session), n) in enumerate(sorted(lesion_voxels.items())):
-            write_nifti(bids.child_t1w_path(root, subject, session), _noise(shape, 100 + i), affine)
-            write_nifti(bids.child_mask_path(root, subject, session), _blob(shape, n), affine, dtype=np.uint8)
-        if participants is None:
-            subjects = sorted({s for s, _ in lesion_voxels})
-            participants = [(s, 12.0 + 6 * k, "F" if k % 2 else "M", f"site{k % 2 + 1}") for k, s in enumerate(subjects)]
-        lines = ["participant_id\tage_months\tsex\tsite"]
-        lines += [f"sub-{s}\t{age:g}\t{sex}\t{site}" for s, age, sex, site in participants]
-        (root / "participants.tsv").write_text("\n".join(lines) + "\n")
-        return root
+def make_child_tree(tmp_path: Path) -> Callable[..., Path]:
+    def make(root: Path | str | None = None, *args, **kwargs) -> Path:
+        return build_child_tree(Path(root) if root is not None else tmp_path / "child", *args, **kwargs)
 
     return make
 
