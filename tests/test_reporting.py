@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from html.parser import HTMLParser
 
 import numpy as np
 import pandas as pd
@@ -204,6 +205,101 @@ def test_tables_keep_data_sources_apart():
     assert "real data" in t2[0].caption and "SYNTHETIC" not in t2[0].caption
     html = tables.render_html(t2[1].display, t2[1].caption)
     assert "<table" in html and "SYNTHETIC" in html
+
+
+class _TableParser(HTMLParser):
+    """The tables of an HTML fragment: per table, header rows and body rows of ``(tag, colspan, text)``
+    (text lines joined by ``|`` where the cell breaks them with ``<br>``), and figure captions."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.captions, self._cell, self._in_caption, self._part = [], [], None, False, None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append({"thead": [], "tbody": []})
+        elif tag in ("thead", "tbody"):
+            self._part = tag
+        elif tag == "tr":
+            self.tables[-1][self._part].append([])
+        elif tag in ("th", "td"):
+            self._cell = [tag, int(dict(attrs).get("colspan") or 1), ""]
+        elif tag == "br" and self._cell is not None:
+            self._cell[2] += "|"
+        elif tag == "figcaption":
+            self._in_caption = True
+            self.captions.append("")
+
+    def handle_endtag(self, tag):
+        if tag in ("th", "td"):
+            self.tables[-1][self._part][-1].append(tuple(self._cell))
+            self._cell = None
+        elif tag == "figcaption":
+            self._in_caption = False
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell[2] += data.strip()
+        elif self._in_caption:
+            self.captions[-1] += data
+
+
+def test_table1_is_laid_out_as_the_papers():
+    rows = (_rows("unet", "adult_full", False, 0, "adult_val", [0.4, 0.6], [10.0, 20.0])
+            + _rows("unet", "adult_full", False, 0, "child_test", [0.2, 0.4, 0.6], [5.0, float("nan"), 7.0])
+            + _rows("unet", "adult_full", True, 0, "child_test", [0.5, 0.7], [4.0, 6.0])
+            + _rows("unet", "adult_full", False, 0, "child_all", [0.2, 0.4, 0.6, 0.8], [5.0] * 4)
+            + _rows("lesiongnb", "adult_full", False, 0, "child_test", [0.1, 0.3], [40.0, 60.0])
+            + _rows("resunet", "adult_full", False, 0, "adult_val", [0.3, 0.5], [9.0, 9.0], encoder_pretrained=False))
+    [t] = tables.table1(pd.DataFrame(rows))
+    paper_groups = ["ATLAS validation", "Children, no fine-tuning", "Children, fine-tuned"]
+    # the DataFrame: the paper's three groups in its order, DSC and HD under each, one row per method
+    g = t.grouped()
+    assert list(g.columns) == [(group, metric) for group in paper_groups for metric in ("DSC", "HD (mm)")]
+    assert list(g.index) == list(t.display.index) and g.index.name == "Method"
+    assert g.loc["U-Net (ATLAS full)", ("Children, fine-tuned", "DSC")] == t.display.loc[
+        "U-Net (ATLAS full)", "Child, fine-tuned · DSC"]
+    assert list(t.grouped(extra=True).columns) == [("Children, all images", "DSC"), ("Children, all images", "HD (mm)")]
+    # the HTML: grouped header (n under each group's name: a range where rows differ), DSC and HD, a row per method
+    parsed = _TableParser()
+    parsed.feed(tables.render_table(t, table_id="table1"))
+    main, extra = parsed.tables
+    top, sub = main["thead"]
+    assert [(c[1], c[2]) for c in top[1:]] == [(2, "ATLAS validation|n = 2"), (2, "Children, no fine-tuning|n = 2–3"),
+                                                (2, "Children, fine-tuned|n = 2")]
+    assert [c[2] for c in sub] == ["Method"] + ["DSC", "HD (mm)"] * 3
+    labels = [r[0][2] for r in main["tbody"]]
+    assert labels == ["LesionGnb", "U-Net (ATLAS full)", "Res-U-Net (ATLAS full)|encoder not pretrained",
+                      "nnU-Net (ATLAS full)", "U-Net (ATLAS subset)", "Res-U-Net (ATLAS subset)",
+                      "nnU-Net (ATLAS subset)"]  # the method on one line, a further note on the next
+    assert all(len(r) == 7 and r[0][0] == "th" and {c[0] for c in r[1:]} == {"td"} for r in main["tbody"])
+    unet = [c[2] for c in main["tbody"][labels.index("U-Net (ATLAS full)")][1:]]
+    assert unet[0] == f"0.50 ± {np.std([0.4, 0.6], ddof=1):.2f}|(paper 0.45)"  # ours over the paper's, one cell
+    assert unet[3] == f"6.0 ± {np.std([5.0, 7.0], ddof=1):.1f}|[1 undef.]|(paper 96.9)"
+    assert main["tbody"][labels.index("LesionGnb")][5][2] == "n/a"  # LesionGnb is not fine-tuned
+    assert parsed.captions[0] == t.caption and "SYNTHETIC" in parsed.captions[0]
+    # the column the paper lacks: a second table, named as such, with its own data source
+    assert [(c[1], c[2]) for c in extra["thead"][0][1:]] == [(2, "Children, all images|n = 4")]
+    assert "not in the paper" in parsed.captions[1] and "synthetic" in parsed.captions[1]
+    # without runs on every child image, no second table
+    [t_no_all] = tables.table1(pd.DataFrame([r for r in rows if r["eval_set"] != "child_all"]))
+    parsed = _TableParser()
+    parsed.feed(tables.render_table(t_no_all))
+    assert len(parsed.tables) == 1
+
+
+def test_table2_is_laid_out_as_the_papers():
+    rows = _rows("nnunet", "child5", False, 0, "child_test", [0.6, 0.8], [20.0, 30.0])
+    [t] = tables.table2(pd.DataFrame(rows))
+    assert list(t.grouped().columns) == [("Children", "DSC"), ("Children", "HD (mm)")]
+    assert t.grouped(extra=True).empty
+    parsed = _TableParser()
+    parsed.feed(tables.render_table(t, table_id="table2"))
+    [table] = parsed.tables
+    assert [(c[1], c[2]) for c in table["thead"][0][1:]] == [(2, "Children|n = 2")]
+    body = {r[0][2]: [c[2] for c in r[1:]] for r in table["tbody"]}
+    assert body["nnU-Net (child images)"][0] == f"0.70 ± {np.std([0.6, 0.8], ddof=1):.2f}|(paper 0.70)"
+    assert body["U-Net (child images)"] == ["not run|(paper 0.42)", "not run|(paper 45.0)"]
 
 
 # ---------------------------------------------------------------- provenance

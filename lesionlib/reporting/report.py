@@ -5,7 +5,8 @@ write into ``<results>/<profile>/_report/``::
 
     status.md                    which cells finished, data source
     findings.csv / .html         the paper's findings tested on these results (reporting.findings)
-    table1.csv / .html           our Table 1 with the published value beside each cell
+    table1.csv / .html           our Table 1 with the published value beside each cell: the long form
+                                 (CSV) and the paper's layout (HTML, tables.render_table)
     table2.csv / .html           the same for Table 2
     summary_by_condition.csv     mean, SD, CI, seed spread per condition and metric (subjects)
     paired_wilcoxon.csv          paired tests between methods (subjects)
@@ -107,7 +108,7 @@ def write_tables_report(profile: str, results_root: Path | None, out_dir: Path) 
     for name, build in (("table1", tables.table1), ("table2", tables.table2)):
         for t in build(runs):
             _write_csv(out_dir / f"{name}.csv", t.display, index=True)
-            html = tables.render_html(t.display, t.caption, table_id=name)
+            html = tables.render_table(t, table_id=name)
             _write_text(out_dir / f"{name}.html", html)
             tables_html.append(html)
     summary = stats.summarise_conditions(runs, ("dice", "hausdorff_mm", "hausdorff_penalised_mm")) \
