@@ -21,6 +21,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from test_cells import tiny_profile  # noqa: F401  (the same tiny profile and cohorts)
 import torch
 from torch import nn
 
@@ -234,36 +235,15 @@ def _codes(report: dict, severity: str) -> list[str]:
     return sorted(issue["key"] for issue in report["issues"][severity])
 
 
-TINY = """profiles:
-  tiny:
-    device: cpu
-    seeds: [0]
-    data: {resolution_mm: 3.0, n_adult: 5, n_children: 3}
-    splits: {few_shot_n: 1, adult_val_fraction: 0.25}
-    grid: {methods: [unet]}
-    methods:
-      unet:
-        model: {channels: [4, 8, 16], strides: [2, 2], num_res_units: 1}
-        patch_size: [16, 16, 16]
-        epochs_adult: 1
-        iterations_per_epoch: 1
-        augmentation: {enabled: false}
-        inference_overlap: 0.25
-"""
 
 
 @pytest.fixture
-def tiny_cell(tmp_path, monkeypatch, isolated_roots, make_atlas_tree, make_child_tree):
-    """A tiny U-Net cell (one training step) trained and evaluated by :mod:`lesionlib.cells` (about 3 s)."""
+def tiny_cell(tiny_profile):
+    """A tiny U-Net cell (test_cells' tiny profile) trained and evaluated by :mod:`lesionlib.cells` (seconds)."""
     from lesionlib.cells import evaluate_cell, open_cell, train_cell
 
-    experiments = tmp_path / "experiments.yaml"
-    experiments.write_text(TINY)
-    monkeypatch.setenv("LESIONLIB_EXPERIMENTS", str(experiments))
+    isolated_roots = tiny_profile
     base = isolated_roots["data"] / "synthetic" / "tiny"
-    make_atlas_tree(base / "adult", lesion_voxels={f"r001s00{i}": 20 + 5 * i for i in range(1, 6)}, shape=(16, 16, 16))
-    make_child_tree(base / "child", lesion_voxels={(s, ses): 30 for s in ("01", "02", "03") for ses in ("1", "2")},
-                    shape=(14, 16, 12))
     run_id = "unet_adult-full_seed0"
     run_dir = isolated_roots["results"] / "tiny" / run_id
     cell = open_cell("tiny", run_id, run_dir, results_root=isolated_roots["results"])
