@@ -57,9 +57,14 @@ wildcard_constraints:
 localrules: all, runs, book
 
 
+# Every cell's final files are targets too, not only the book: Snakemake does not re-create a missing
+# intermediate file while the files downstream of it exist (snakemake#1978), so a deleted cell folder would
+# leave the book's numbers in place ("Nothing to be done"). As targets, a missing cell is run again, and the
+# report and the book after it (their inputs were updated), from what is then on disk.
 rule all:
     input:
         BOOK / "_build" / "html" / "index.html",
+        [P / r / name for r in RUNS for name in ("metrics.csv", f"{CELL_NOTEBOOK}.ipynb")],
 
 
 rule runs:

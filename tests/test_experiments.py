@@ -212,6 +212,65 @@ def test_snakemake_skips_finished_runs_and_waits_for_parents(tmp_path):
     assert "unet_adult-full_ft-child5_seed0/cell.ipynb" in proc.stdout
 
 
+def _finished_build(results: Path, profile: str = "quick") -> list[str]:
+    """Every file a finished `make book` of ``profile`` leaves that Snakemake looks at, each newer than its inputs."""
+    from lesionlib.experiments import CELL_NOTEBOOK
+
+    grid = grid_by_id(profile)
+    p = results / profile
+    stamp = 1_700_000_000.0
+
+    def touch(path: Path) -> None:
+        nonlocal stamp
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+        stamp += 10
+        os.utime(path, (stamp, stamp))
+
+    touch(p / "_report" / "data.ipynb")
+    touch(p / "_shared" / "nnunet.prepared")
+    for run_id in grid:  # parents first (expand_grid's order)
+        for name in ("metrics.csv", f"{CELL_NOTEBOOK}.ipynb"):
+            touch(p / run_id / name)
+    touch(p / "_report" / "tables.ipynb")
+    touch(p / "_report" / "figures.ipynb")
+    touch(p / "_book" / "_build" / "html" / "index.html")
+    return list(grid)
+
+
+def _dry_run_jobs(results: Path) -> dict[str, list[str]]:
+    """`snakemake -n` of the default target for profile quick: rule -> the run ids (or '' for rules without one)."""
+    proc = subprocess.run([str(SNAKEMAKE), "-n", "--config", "profile=quick", f"results={results}"],
+                          cwd=config.PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    jobs: dict[str, list[str]] = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", proc.stdout):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        if head and head.group(1) != "all":
+            run = re.search(r"wildcards: run=(\S+)", block)
+            jobs.setdefault(head.group(1), []).append(run.group(1) if run else "")
+    return jobs
+
+
+def test_make_book_reruns_a_cell_whose_outputs_are_missing_then_the_report_and_book(tmp_path):
+    """snakemake#1978: a missing intermediate file is not re-created while the files downstream of it exist.
+    The cells' final files are targets of `all`, so a deleted cell folder is run again, then the report and
+    the book, and nothing else; a finished build has nothing to do."""
+    import shutil
+
+    runs = _finished_build(tmp_path)
+    assert _dry_run_jobs(tmp_path) == {}  # finished: nothing to be done
+    shutil.rmtree(tmp_path / "quick" / "unet_child5_seed0")  # a leaf cell: only it, then report and book
+    jobs = _dry_run_jobs(tmp_path)
+    assert jobs == {"cell": ["unet_child5_seed0"], "report": [""], "book": [""]}, jobs
+    # one output of a parent cell missing: it runs again, and its fine-tuning cell (whose input it updates)
+    (tmp_path / "quick" / "unet_adult-full_seed0" / "cell.ipynb").unlink()
+    jobs = _dry_run_jobs(tmp_path)
+    assert sorted(jobs.pop("cell")) == ["unet_adult-full_ft-child5_seed0", "unet_adult-full_seed0", "unet_child5_seed0"]
+    assert jobs == {"report": [""], "book": [""]}, jobs
+    assert len(runs) > 3  # the other cells were left alone
+
+
 def test_slurm_profile_sets_resources_of_rules_that_exist():
     """The SLURM workflow profile asks GPUs for rules by name: a renamed rule would silently get none."""
     snakefile = (config.PROJECT_ROOT / "Snakefile").read_text()
