@@ -23,14 +23,14 @@ Run folder layout (``<results>/<profile>/<run_id>/``)::
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import pandas as pd
 import yaml
 
-from lesionlib.experiments import RunSpec, grid_by_id, resolved_settings, shared_dir
+from lesionlib.experiments import RunSpec, grid_by_id, interactive_dir, resolved_settings, shared_dir
 from lesionlib.io import atomic_path
 from lesionlib.profile import Profile, load_profile
 from lesionlib.segmenters import FitResult, Segmenter, build_segmenter, get_segmenter
@@ -54,6 +54,7 @@ class Cell:
     segmenter: Segmenter
     out_dir: Path
     results_root: Path
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
     def parent_model_dir(self) -> Path | None:
@@ -62,12 +63,17 @@ class Cell:
         return self.results_root / self.profile.name / self.spec.parent / MODEL_DIR
 
 
-def open_cell(profile: str | Profile, run_id: str, out_dir: Path | str, *, results_root: Path | str | None = None,
-              overrides: Mapping[str, Any] | None = None, progress: bool = False) -> Cell:
+def open_cell(profile: str | Profile, run_id: str, out_dir: Path | str | None = None, *,
+              results_root: Path | str | None = None, overrides: Mapping[str, Any] | None = None,
+              progress: bool = False) -> Cell:
     """Resolve cell ``run_id`` of ``profile``: its splits and its segmenter, writing into ``out_dir``.
 
     ``overrides`` change the method's settings for this cell only (e.g. ``{'epochs_adult': 1}``,
-    the way one runs the notebook by hand with papermill); unknown keys are errors.
+    the way one runs the notebook by hand with papermill); unknown keys are errors; they are recorded in
+    ``params.yaml``. Without ``out_dir`` (``None`` or ``""``: the notebook run by hand, in JupyterLab or
+    with papermill) the cell writes into a fresh ``<results>/<profile>/interactive/<run_id>-<UTC time>/``
+    (:func:`lesionlib.experiments.interactive_dir`), never into the repository nor into the grid's folder
+    of the cell; the grid (Snakemake) passes the cell's own folder.
     """
     from lesionlib import config
 
@@ -81,10 +87,10 @@ def open_cell(profile: str | Profile, run_id: str, out_dir: Path | str, *, resul
             {**prof.method(spec.method).model_dump(), **dict(overrides)})
         prof = prof.model_copy(update={"methods": {**prof.methods, spec.method: settings}})
     root = Path(results_root or config.results_root()).resolve()
-    out = Path(out_dir)
+    out = Path(out_dir) if out_dir else interactive_dir(prof.name, run_id, root)
     segmenter = build_segmenter(spec.method, prof, seed=spec.seed, model_dir=out / MODEL_DIR,
                                 shared_dir=shared_dir(prof.name, spec.method, root), progress=progress)
-    return Cell(spec, prof, make_splits(prof, spec.seed), segmenter, out, root)
+    return Cell(spec, prof, make_splits(prof, spec.seed), segmenter, out, root, dict(overrides or {}))
 
 
 def train_cell(cell: Cell) -> FitResult:
@@ -103,7 +109,8 @@ def train_cell(cell: Cell) -> FitResult:
         fit = cell.segmenter.fit(train, val, stage=spec.stage)
     params = {**spec.params(), "data_source": cell.splits.data_source,
               "encoder_pretrained": fit.encoder_pretrained,
-              "resolved": resolved_settings(spec, cell.profile)["settings"], "fit": fit.details}
+              "resolved": resolved_settings(spec, cell.profile)["settings"], "overrides": cell.overrides,
+              "fit": fit.details}
     with atomic_path(cell.out_dir / "params.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(_plain(params), sort_keys=False))
     return fit

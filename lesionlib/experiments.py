@@ -25,6 +25,7 @@ Command line (used by the Snakefile)::
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import json
 import logging
 import sys
@@ -45,6 +46,8 @@ __all__ = [
     "RunSpec",
     "expand_grid",
     "grid_by_id",
+    "INTERACTIVE_DIR",
+    "interactive_dir",
     "job_timings",
     "report_resources_file",
     "TIMINGS_DIR",
@@ -66,6 +69,9 @@ TIMINGS_DIR = Path("_logs") / "benchmarks"
 REPORT_NOTEBOOKS = ("data", "tables", "figures")
 REPORT_DIR = "_report"
 SHARED_DIR = "_shared"
+#: Where notebooks run by hand (JupyterLab, papermill) write by default, under ``<results>/<profile>/``: never a
+#: grid cell's folder (``<results>/<profile>/<run_id>/``), so neither Snakemake nor the book take them for one.
+INTERACTIVE_DIR = "interactive"
 
 
 def run_id_for(method: str, train_set: str, fine_tuned: bool, seed: int, few_shot_n: int = 5) -> str:
@@ -147,6 +153,27 @@ def expand_grid(profile: str | Profile = config.DEFAULT_PROFILE) -> list[RunSpec
 def grid_by_id(profile: str | Profile = config.DEFAULT_PROFILE) -> dict[str, RunSpec]:
     """:func:`expand_grid` as a mapping ``run_id -> RunSpec``."""
     return {r.run_id: r for r in expand_grid(profile)}
+
+
+def interactive_dir(profile: str, name: str, results_root: Path | None = None, *,
+                    now: _dt.datetime | None = None) -> Path:
+    """``<results>/<profile>/interactive/<name>-<UTC time>/``: a fresh folder for one notebook run by hand.
+
+    ``name`` is the run id (the ``cell`` notebook) or the report notebook's name. The folder is created;
+    two runs in the same second get ``-2``, ``-3``... appended, so a run never writes into another's folder.
+    """
+    stamp = (now or _dt.datetime.now(_dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    parent = Path(results_root or config.results_root()) / profile / INTERACTIVE_DIR
+    parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        folder = parent / (f"{name}-{stamp}" if n == 1 else f"{name}-{stamp}-{n}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        log.info("writing the outputs of this run by hand to %s", folder)
+        return folder
+    raise FileExistsError(f"{parent}: 999 folders named {name}-{stamp}* already exist")
 
 
 def shared_dir(profile: str, method: str, results_root: Path | None = None) -> Path:

@@ -14,19 +14,21 @@
 # its evaluation sets on the image's own grid and scores them into `metrics.csv`. Everything the cell
 # does is resolved from the profile (`experiments.yaml`) and the `run_id` (see `lesionlib grid list`).
 #
-# By hand, with other settings (papermill reads `.ipynb`; convert first):
+# Run by hand (here in JupyterLab: `make lab`, or with papermill), it writes into a fresh
+# `results/<profile>/interactive/<run_id>-<UTC time>/`, never into the repository nor into the grid's
+# folder of the cell, which only `make book` (Snakemake) fills. With other settings (papermill reads
+# `.ipynb`; convert first):
 #
 # ```bash
-# jupytext --to ipynb notebooks/cell.py -o cell.ipynb
-# papermill cell.ipynb out.ipynb -p run_id unet_adult-full_seed0 -p out_dir /tmp/unet \
-#     -y "overrides: {epochs_adult: 1}"
+# jupytext --to ipynb notebooks/cell.py -o /tmp/cell.ipynb
+# papermill /tmp/cell.ipynb /tmp/out.ipynb -p run_id unet_adult-full_seed0 -y "overrides: {epochs_adult: 1}"
 # ```
 
 # %% tags=["parameters"]
 profile = "quick"
 run_id = "unet_adult-full_seed0"
 results_root = ""  # default: $LESIONLIB_RESULTS or <project>/results
-out_dir = "."
+out_dir = ""  # default: a new <results_root>/<profile>/interactive/<run_id>-<UTC time>/ (the grid passes its own)
 overrides = {}  # settings of the cell's method changed for this run only, e.g. {"epochs_adult": 1}
 
 # %%

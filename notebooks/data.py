@@ -19,7 +19,7 @@
 # %% tags=["parameters"]
 profile = "quick"
 results_root = ""  # default: $LESIONLIB_RESULTS or <project>/results
-out_dir = "."
+out_dir = ""  # default: a new <results_root>/<profile>/interactive/data-<UTC time>/
 n_propagation_qc = 3
 
 # %%
@@ -33,6 +33,7 @@ import yaml
 from IPython.display import HTML, Image, Markdown, display
 
 from lesionlib.data import data_source, dataset_root, discover, records_table, validate_records
+from lesionlib.experiments import interactive_dir
 from lesionlib.io import atomic_path
 from lesionlib.profile import load_profile
 from lesionlib.register import propagate_records
@@ -42,7 +43,7 @@ from lesionlib.synth import generate_adult_cohort, generate_child_cohort
 from lesionlib.synth.realism import adult_lesion_sample_1mm, write_realism_report
 
 logging.basicConfig(level=logging.INFO)
-out = Path(out_dir)
+out = Path(out_dir) if out_dir else interactive_dir(profile, "data", Path(results_root) if results_root else None)
 settings = load_profile(profile)
 data = settings.data
 

@@ -17,7 +17,7 @@
 # %% tags=["parameters"]
 profile = "quick"
 results_root = ""  # default: $LESIONLIB_RESULTS or <project>/results
-out_dir = "."
+out_dir = ""  # default: a new <results_root>/<profile>/interactive/tables-<UTC time>/
 
 # %%
 import logging
@@ -25,10 +25,13 @@ from pathlib import Path
 
 from IPython.display import HTML, Markdown, display
 
+from lesionlib.experiments import interactive_dir
 from lesionlib.reporting.report import write_tables_report
 
 logging.basicConfig(level=logging.INFO)
-report = write_tables_report(profile, Path(results_root) if results_root else None, Path(out_dir))
+root = Path(results_root) if results_root else None
+out = Path(out_dir) if out_dir else interactive_dir(profile, "tables", root)
+report = write_tables_report(profile, root, out)
 display(Markdown(report.status_markdown))
 
 # %% [markdown]

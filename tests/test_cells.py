@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -93,18 +94,59 @@ def test_overrides_change_one_cell_and_unknown_keys_are_errors(tiny_profile, tmp
         open_cell("nope", "unet_child5_seed0", tmp_path / "c")
 
 
-def test_cell_notebook_by_hand_with_papermill(tiny_profile, tmp_path):
-    """The README's recipe: jupytext to .ipynb, then papermill with other parameters."""
+def _papermill(notebook: str, tmp_path: Path, *args: str, cwd: Path | None = None) -> Path:
+    """README's recipe: jupytext to .ipynb, then papermill with parameters; returns the executed notebook."""
     bin_dir = Path(sys.executable).parent
-    notebook = Path(__file__).resolve().parent.parent / "notebooks" / "cell.py"
-    converted = tmp_path / "cell.ipynb"
-    subprocess.run([str(bin_dir / "jupytext"), "--to", "ipynb", str(notebook), "-o", str(converted)], check=True,
+    source = Path(__file__).resolve().parent.parent / "notebooks" / f"{notebook}.py"
+    converted = tmp_path / f"{notebook}.ipynb"
+    subprocess.run([str(bin_dir / "jupytext"), "--to", "ipynb", str(source), "-o", str(converted)], check=True,
                    capture_output=True)
-    out_dir = tmp_path / "by_hand"
-    proc = subprocess.run([str(bin_dir / "papermill"), str(converted), str(tmp_path / "out.ipynb"),
-                           "-p", "profile", "tiny", "-p", "run_id", "unet_child5_seed0", "-p", "out_dir", str(out_dir),
-                           "-y", "overrides: {epochs_child_only: 2}"], capture_output=True, text=True, timeout=600)
+    executed = tmp_path / f"{notebook}.out.ipynb"
+    proc = subprocess.run([str(bin_dir / "papermill"), str(converted), str(executed), *args], capture_output=True,
+                          text=True, timeout=600, cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return executed
+
+
+def test_cell_notebook_by_hand_writes_under_interactive_and_explore_reads_it(tiny_profile, tmp_path):
+    """The cell notebook run by hand (papermill, no out_dir) writes a fresh results/<profile>/interactive/ folder,
+    nothing where it runs, and the grid does not take it for a finished cell; explore.py then shows its
+    prediction, metrics and lesion-size figure, without training."""
+    import nbformat
+
+    from lesionlib.experiments import expand_grid
+    from lesionlib.reporting.collect import collect_runs, run_status
+
+    root = tiny_profile["results"]
+    cwd = tmp_path / "cwd"  # where the notebook runs (JupyterLab: notebooks/): nothing may land there
+    cwd.mkdir()
+    _papermill("cell", tmp_path, "-p", "profile", "tiny", "-p", "run_id", "unet_child5_seed0",
+               "-y", "overrides: {epochs_child_only: 2}", cwd=cwd)
+    assert list(cwd.iterdir()) == []
+    runs = list((root / "tiny" / "interactive").iterdir())
+    assert len(runs) == 1 and re.fullmatch(r"unet_child5_seed0-\d{8}T\d{6}Z", runs[0].name), runs
+    out_dir = runs[0]
     assert (out_dir / "metrics.csv").is_file()
-    history = pd.read_csv(out_dir / "model" / "history.csv")
-    assert len(history) == 2  # the override took effect
+    assert len(pd.read_csv(out_dir / "model" / "history.csv")) == 2  # the override took effect
+    params = yaml.safe_load((out_dir / "params.yaml").read_text())
+    assert params["overrides"] == {"epochs_child_only": 2} and params["resolved"]["epochs"] == 2
+    # not a grid cell: the grid's own folder is untouched, the run index and the tables do not see it
+    assert not (root / "tiny" / "unet_child5_seed0").exists()
+    expected = [r.run_id for r in expand_grid("tiny")]
+    assert {s.run_id for s in run_status(root, "tiny", expected)} == set(expected)
+    assert {s.status for s in run_status(root, "tiny", expected)} == {"missing"}
+    assert collect_runs(root, "tiny").empty
+
+    executed = _papermill("explore", tmp_path, "-p", "profile", "tiny", "-p", "run_dir", str(out_dir))
+    nb = nbformat.read(str(executed), as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    text = "".join(o.get("data", {}).get("text/markdown", "") + o.get("data", {}).get("text/plain", "")
+                   for o in outputs)
+    child_test = pd.read_csv(out_dir / "metrics.csv").query("eval_set == 'child_test'")
+    largest = child_test.sort_values(["lesion_volume_ml", "case_id"], ascending=[False, True]).iloc[0]
+    assert f"image** `{largest.case_id}` of `child_test`" in text  # the default image: the largest lesion
+    assert "brainsprite" in html.lower()  # nilearn's viewer of the prediction over the image
+    assert "hausdorff95_mm" in html and f"{largest.dice:.3f}".rstrip("0") in html  # its metrics
+    assert any("image/png" in o.get("data", {}) for o in outputs)  # the lesion-size figure
+    assert not (root / "tiny" / "interactive" / "explore").exists() and len(list(cwd.iterdir())) == 0

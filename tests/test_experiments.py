@@ -394,3 +394,20 @@ def test_runner_kernel_imports_the_runners_lesionlib(tmp_path, monkeypatch):
     run_notebook(nb, run_dir, stage="which", parameters=lambda d: {"out_dir": str(d)})
     assert (run_dir / "where.txt").read_text() == lesionlib.__file__
     assert os.environ["PYTHONPATH"] == str(impostor)  # restored after the run
+
+
+def test_interactive_dir_is_fresh_per_run_and_outside_the_grid(tmp_path):
+    """Runs by hand go to <results>/<profile>/interactive/<name>-<UTC time>[-n]/: never one run's folder twice,
+    never a grid cell's folder, and the run index does not list the interactive folder as a run."""
+    import datetime as dt
+
+    from lesionlib.experiments import INTERACTIVE_DIR, interactive_dir
+    from lesionlib.reporting.collect import run_status
+
+    now = dt.datetime(2026, 12, 4, 6, 0, 0, tzinfo=dt.timezone.utc)
+    first = interactive_dir("quick", "unet_child5_seed0", tmp_path, now=now)
+    second = interactive_dir("quick", "unet_child5_seed0", tmp_path, now=now)
+    assert first == tmp_path / "quick" / INTERACTIVE_DIR / "unet_child5_seed0-20261204T060000Z"
+    assert second.name == "unet_child5_seed0-20261204T060000Z-2" and first.is_dir() and second.is_dir()
+    (first / "metrics.csv").write_text("x")
+    assert [s.run_id for s in run_status(tmp_path, "quick")] == []

@@ -21,6 +21,7 @@ from typing import Iterable
 import pandas as pd
 import yaml
 
+from lesionlib.experiments import INTERACTIVE_DIR
 from lesionlib.io import DataValidationError
 from lesionlib.metrics import METRIC_COLUMNS
 from lesionlib.segmenters import segmenter_names
@@ -32,6 +33,7 @@ __all__ = [
     "RunStatus",
     "collect_runs",
     "read_metrics_csv",
+    "read_run",
     "run_status",
     "validate_metrics_frame",
 ]
@@ -142,9 +144,41 @@ def _read_params(path: Path) -> dict:
 
 
 def _run_dirs(profile_dir: Path) -> list[Path]:
+    """The grid's run folders of a profile: every sub-folder but hidden ones, ``_report``-like ones and the
+    runs by hand (``interactive/``, :func:`lesionlib.experiments.interactive_dir`)."""
     if not profile_dir.is_dir():
         return []
-    return sorted(p for p in profile_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+    return sorted(p for p in profile_dir.iterdir()
+                  if p.is_dir() and not p.name.startswith((".", "_")) and p.name != INTERACTIVE_DIR)
+
+
+def read_run(run_dir: Path, profile: str | None = None) -> pd.DataFrame:
+    """One run folder's ``metrics.csv`` as :func:`collect_runs` returns it: validated, with ``run_id`` (the
+    folder's name), ``run_dir``, ``*_path`` values resolved against the folder and ``param_<k>`` columns.
+
+    Any folder holding a ``metrics.csv`` will do: a grid cell's or a run by hand's (``interactive/...``).
+    ``profile``, when given, must be the profile of every row. Raises ``FileNotFoundError`` naming the file
+    when there is no ``metrics.csv``, :class:`DataValidationError` naming it when it breaks the contract.
+    """
+    run_dir = Path(run_dir)
+    metrics = run_dir / "metrics.csv"
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{metrics}: no metrics.csv (the run has not finished its evaluation)")
+    df = read_metrics_csv(metrics)
+    wrong_profile = sorted(set(df["profile"]) - {profile}) if profile is not None else []
+    if wrong_profile:
+        raise DataValidationError(metrics, f"rows of profile {wrong_profile} under results of {profile!r}")
+    df["run_id"] = run_dir.name
+    df["run_dir"] = str(run_dir.resolve())
+    for col in [c for c in df.columns if c.endswith("_path")]:
+        df[col] = [
+            v if (not isinstance(v, str) or not v or Path(v).is_absolute()) else str((run_dir / v).resolve())
+            for v in df[col]
+        ]
+    for key, value in _read_params(run_dir / "params.yaml").items():
+        if isinstance(value, (str, int, float, bool)) and key not in df.columns:
+            df[f"param_{key}"] = value
+    return df
 
 
 def collect_runs(results_root: Path, profile: str) -> pd.DataFrame:
@@ -172,26 +206,8 @@ def collect_runs(results_root: Path, profile: str) -> pd.DataFrame:
         A ``metrics.csv`` or ``params.yaml`` that breaks the contract, naming the file.
     """
     profile_dir = Path(results_root) / profile
-    frames = []
-    for run_dir in _run_dirs(profile_dir):
-        metrics = run_dir / "metrics.csv"
-        if not metrics.is_file():
-            continue
-        df = read_metrics_csv(metrics)
-        wrong_profile = sorted(set(df["profile"]) - {profile})
-        if wrong_profile:
-            raise DataValidationError(metrics, f"rows of profile {wrong_profile} under results of {profile!r}")
-        df["run_id"] = run_dir.name
-        df["run_dir"] = str(run_dir.resolve())
-        for col in [c for c in df.columns if c.endswith("_path")]:
-            df[col] = [
-                v if (not isinstance(v, str) or not v or Path(v).is_absolute()) else str((run_dir / v).resolve())
-                for v in df[col]
-            ]
-        for key, value in _read_params(run_dir / "params.yaml").items():
-            if isinstance(value, (str, int, float, bool)) and key not in df.columns:
-                df[f"param_{key}"] = value
-        frames.append(df)
+    frames = [read_run(run_dir, profile) for run_dir in _run_dirs(profile_dir)
+              if (run_dir / "metrics.csv").is_file()]
     if not frames:
         log.info("no finished runs under %s", profile_dir)
         return pd.DataFrame(columns=[*CONTRACT_COLUMNS, *METRIC_COLUMNS, "run_id", "run_dir"])

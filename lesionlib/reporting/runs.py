@@ -27,11 +27,15 @@ def cell_summary(cell: "Cell") -> str:
         f"{cell.splits.data_source} data): {what} {_TRAIN_SET_TEXT[spec.train_set]} — "
         f"{len(train)} training and {len(val)} validation images.",
         "Evaluated on " + ", ".join(f"`{k}` ({len(v)} images)" for k, v in evals.items()) + ".",
+        f"Outputs (model, predictions, `metrics.csv`): `{cell.out_dir}`.",
         "",
         "| setting | value |",
         "| --- | --- |",
     ]
     lines += [f"| {k} | {_cell_text(v)} |" for k, v in seg.plan(spec.stage, len(train)).items()]
+    if cell.overrides:
+        lines += ["", "Changed for this run only (`overrides`): "
+                  + ", ".join(f"`{k}` = {_cell_text(v)}" for k, v in cell.overrides.items()) + "."]
     return "\n".join(lines)
 
 
