@@ -36,7 +36,7 @@ from lesionlib.profile import Profile, load_profile
 from lesionlib.segmenters import FitResult, Segmenter, build_segmenter, get_segmenter
 from lesionlib.splits import Splits, make_splits
 
-__all__ = ["Cell", "open_cell", "train_cell", "evaluate_cell", "MODEL_DIR", "PREDICTIONS_DIR"]
+__all__ = ["Cell", "open_cell", "train_cell", "evaluate_cell", "with_overrides", "MODEL_DIR", "PREDICTIONS_DIR"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,13 @@ class Cell:
         return self.results_root / self.profile.name / self.spec.parent / MODEL_DIR
 
 
+def with_overrides(profile: Profile, method: str, overrides: Mapping[str, Any]) -> Profile:
+    """``profile`` with settings of ``method`` changed (validated by the method's ``Settings``: an unknown
+    key is an error naming it)."""
+    settings = get_segmenter(method).Settings.model_validate({**profile.method(method).model_dump(), **dict(overrides)})
+    return profile.model_copy(update={"methods": {**profile.methods, method: settings}})
+
+
 def open_cell(profile: str | Profile, run_id: str, out_dir: Path | str | None = None, *,
               results_root: Path | str | None = None, overrides: Mapping[str, Any] | None = None,
               progress: bool = False) -> Cell:
@@ -83,9 +90,7 @@ def open_cell(profile: str | Profile, run_id: str, out_dir: Path | str | None = 
         raise KeyError(f"unknown run id {run_id!r} in profile {prof.name!r}; see `lesionlib grid list`")
     spec = grid[run_id]
     if overrides:
-        settings = get_segmenter(spec.method).Settings.model_validate(
-            {**prof.method(spec.method).model_dump(), **dict(overrides)})
-        prof = prof.model_copy(update={"methods": {**prof.methods, spec.method: settings}})
+        prof = with_overrides(prof, spec.method, overrides)
     root = Path(results_root or config.results_root()).resolve()
     out = Path(out_dir) if out_dir else interactive_dir(prof.name, run_id, root)
     segmenter = build_segmenter(spec.method, prof, seed=spec.seed, model_dir=out / MODEL_DIR,

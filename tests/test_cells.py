@@ -130,6 +130,11 @@ def test_cell_notebook_by_hand_writes_under_interactive_and_explore_reads_it(tin
     assert len(pd.read_csv(out_dir / "model" / "history.csv")) == 2  # the override took effect
     params = yaml.safe_load((out_dir / "params.yaml").read_text())
     assert params["overrides"] == {"epochs_child_only": 2} and params["resolved"]["epochs"] == 2
+    # its run page's command is the one just run
+    from lesionlib.reporting.rerun import rerun_commands
+
+    assert rerun_commands(out_dir)["papermill"].endswith(
+        "-p profile tiny -p run_id unet_child5_seed0 -y 'overrides: {epochs_child_only: 2}'")
     # not a grid cell: the grid's own folder is untouched, the run index and the tables do not see it
     assert not (root / "tiny" / "unet_child5_seed0").exists()
     expected = [r.run_id for r in expand_grid("tiny")]

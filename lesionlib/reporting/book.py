@@ -80,12 +80,30 @@ def _stage_of(path: Path) -> str:
     return path.name.split(".")[0]
 
 
-def _titled_copy(src: Path, dst: Path, title: str, note: str) -> None:
+def _titled_copy(src: Path, dst: Path, title: str, note: str, extra: str | None = None) -> None:
+    """``src`` as a book page: a title cell (``note`` below it), then ``extra`` (Markdown) if any, then the notebook."""
     nb = nbformat.read(str(src), as_version=4)
     nb.cells.insert(0, nbformat.v4.new_markdown_cell(f"# {title}\n\n{note}"))
+    if extra:
+        nb.cells.insert(1, nbformat.v4.new_markdown_cell(extra))
     nb.metadata["mystnb"] = {"execution_mode": "off"}  # show what ran; never re-execute
     dst.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, str(dst))
+
+
+CELL_STAGE = "cell"
+
+
+def _rerun_section(run_dir: Path, profile: str) -> str | None:
+    """A run page's "How to run it again" (:func:`lesionlib.reporting.rerun.rerun_markdown`); ``None`` (and
+    logged) when the run's ``params.yaml`` is unreadable."""
+    from lesionlib.reporting.rerun import rerun_markdown
+
+    try:
+        return rerun_markdown(run_dir, profile)
+    except (FileNotFoundError, ValueError) as exc:
+        log.info("%s: no re-run section (%s)", run_dir, exc)
+        return None
 
 
 def prepare_run_pages(results_root: Path, profile: str, book_root: Path = config.PROJECT_ROOT) -> list[Path]:
@@ -102,10 +120,12 @@ def prepare_run_pages(results_root: Path, profile: str, book_root: Path = config
     written: list[Path] = []
     profile_dir = Path(results_root) / profile
     for status in run_status(results_root, profile):
+        rerun = _rerun_section(status.run_dir, profile)
         for nb in sorted(status.notebooks, key=lambda p: STAGE_ORDER.get(_stage_of(p), 9)):
             dst = pages_dir / status.run_id / nb.name
             _titled_copy(nb, dst, f"Run `{status.run_id}`: {_stage_of(nb)}",
-                         f"Executed notebook of profile `{profile}` (status: {status.status}).")
+                         f"Executed notebook of profile `{profile}` (status: {status.status}).",
+                         rerun if _stage_of(nb) == CELL_STAGE else None)
             written.append(dst)
         latest_failed: dict[str, Path] = {}
         for nb in status.failed_notebooks:  # sorted by folder name = by time
@@ -118,7 +138,8 @@ def prepare_run_pages(results_root: Path, profile: str, book_root: Path = config
             dst = pages_dir / status.run_id / f"{stage}.FAILED.ipynb"
             _titled_copy(nb, dst, f"Run `{status.run_id}`: {stage} — FAILED",
                          f"This stage failed; the partial notebook below is kept for reading "
-                         f"(`{nb.parent.name}`). Last error line: `{summary}`")
+                         f"(`{nb.parent.name}`). Last error line: `{summary}`",
+                         rerun if stage == CELL_STAGE else None)
             written.append(dst)
     from lesionlib.experiments import REPORT_DIR
 
