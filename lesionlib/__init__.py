@@ -26,6 +26,7 @@ deep learning models*. Where to find things:
 ``lesionlib.train``                the MONAI networks' training loop (checkpointing, resume, fine-tuning)
 ``lesionlib.predict``              sliding-window inference to NIfTI on the input grid
 ``lesionlib.nnunet``               nnU-Net v2 bridge (export, plan, preprocess, train, predict)
+``lesionlib.procs``                subprocesses that end with the process that started them (no orphans)
 ``lesionlib.baselines``            LesionGnb (Gaussian naive Bayes) baseline
 ``lesionlib.register``             SimpleITK registration, session-to-session mask propagation
 ``lesionlib.reporting``            findings, tables, figures, statistics and provenance for the book

@@ -61,6 +61,7 @@ from lesionlib.nnunet.export import (
     set_geometry,
 )
 from lesionlib.nnunet.paths import NnUNetPaths, dataset_folder_name
+from lesionlib.procs import guarded_command
 from lesionlib.space import grid_mismatch
 from lesionlib.nnunet.trainers import (
     DEFAULT_EPOCHS,
@@ -125,7 +126,8 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 def _stop_process_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """Terminate a stage's process group (the nnU-Net command and its workers), then kill it."""
+    """Terminate a stage's process group (the guard of :mod:`lesionlib.procs`, which then stops the nnU-Net
+    command and its workers), then kill it."""
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, grace_s)):
         try:
             os.killpg(proc.pid, sig)
@@ -254,8 +256,10 @@ class NnUNetRun:
         with open(log_path, "a") as fh:
             fh.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(map(str, cmd))}\n")
             fh.flush()
-            # own process group, so that an interrupted stage takes nnU-Net's worker processes with it
-            proc = subprocess.Popen([str(c) for c in cmd], env=self.environment(training=training),
+            # Under lesionlib.procs' guard, in a session of its own: the stage (nnU-Net's command and its
+            # workers) ends when this process ends, however it ends (a kernel that exits when its runner is
+            # killed, scancel, a time limit), and an interrupted stage takes nnU-Net's workers with it.
+            proc = subprocess.Popen(guarded_command(cmd), env=self.environment(training=training),
                                     cwd=self.paths.root, stdout=fh, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
             try:
