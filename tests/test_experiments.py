@@ -272,12 +272,34 @@ def test_make_book_reruns_a_cell_whose_outputs_are_missing_then_the_report_and_b
 
 
 def test_slurm_profile_sets_resources_of_rules_that_exist():
-    """The SLURM workflow profile asks GPUs for rules by name: a renamed rule would silently get none."""
+    """The SLURM workflow profile sets resources of rules by name (a renamed rule would silently lose them), and no
+    GPU: set-resources would ask one for every profile's cells, CPU profiles included (issue #24); the Snakefile
+    asks one per profile device (next test)."""
     snakefile = (config.PROJECT_ROOT / "Snakefile").read_text()
     rules = set(re.findall(r"^rule (\w+):", snakefile, re.M)) | set(re.findall(r"^use rule \w+ as (\w+)", snakefile, re.M))
     profile = yaml.safe_load((config.PROJECT_ROOT / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
     assert set(profile["set-resources"]) <= rules, set(profile["set-resources"]) - rules
-    assert {"cell", "cell_chained"} <= {name for name, res in profile["set-resources"].items() if res.get("gpu")}
+    assert not [name for name, res in profile["set-resources"].items() if {"gpu", "gres", "gpu_model"} & set(res)]
+    assert not {"gpu", "gres", "gpu_model"} & set(profile["default-resources"])
+
+
+@pytest.mark.parametrize("profile, gpus", [("paper", 1), ("quick", 0)])
+def test_jobs_ask_for_a_gpu_only_when_the_profiles_device_is_cuda(profile, gpus, tmp_path):
+    """Every job that trains or predicts (cell, cell_chained, prepare) has gpu=1 on a cuda profile and gpu=0
+    otherwise (the SLURM plugin turns gpu=1 into --gpus=1 and 0 into nothing: tests/test_slurm.py)."""
+    proc = subprocess.run([str(SNAKEMAKE), "-n", "runs", "--config", f"profile={profile}", f"results={tmp_path}"],
+                          cwd=config.PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    gpu_of = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", proc.stdout):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        jobid = re.search(r"jobid: (\d+)", block)
+        if head and jobid:
+            found = re.search(r"resources: .*\bgpu=(\d+)", block)
+            gpu_of[(head.group(1), jobid.group(1))] = int(found.group(1)) if found else None
+    training = {key: gpu for key, gpu in gpu_of.items() if key[0] in ("cell", "cell_chained", "prepare")}
+    assert training and set(training.values()) == {gpus}, training
+    assert {gpu for key, gpu in gpu_of.items() if key[0] not in ("cell", "cell_chained", "prepare")} <= {None, 0}
 
 
 SCHEDULING_SNAKEFILE = """
