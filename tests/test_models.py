@@ -39,16 +39,76 @@ def test_unet_has_five_levels_and_keeps_the_input_size():
     assert default.encoder_modules()[0].conv.unit0.conv.out_channels == 16
 
 
-def test_resunet_forward_shape_and_medicalnet_encoder_names():
-    model = build_model("resunet").eval()
-    assert model.size_divisor == 32 and model.encoder_pretrained is False
-    names = set(model.encoder.state_dict())
+def test_resunet_has_medicalnets_geometry_and_takes_multiples_of_8():
+    model = build_model("resunet", decoder_channels=(16, 8, 8, 4)).eval()
+    assert model.size_divisor == 8 and model.encoder_pretrained is False
+    enc = model.encoder
+    names = set(enc.state_dict())
     assert {"conv1.weight", "bn1.running_mean", "layer1.0.conv1.weight", "layer4.0.downsample.0.weight"} <= names
-    assert model.encoder.conv1.weight.shape == (64, 1, 7, 7, 7) and model.encoder.conv1.stride == (2, 2, 2)
-    assert model.encoder.layer2[0].downsample[0].bias is None  # shortcut B without bias, as MedicalNet
+    assert enc.conv1.weight.shape == (64, 1, 7, 7, 7) and enc.conv1.stride == (2, 2, 2)
+    assert enc.layer2[0].downsample[0].bias is None  # shortcut B without bias, as MedicalNet
+    # MedicalNet's segmentation ResNet: layer3 / layer4 keep stride 1 and dilate by 2 and 4.
+    assert enc.layer2[0].conv1.stride == (2, 2, 2)
+    assert [enc.layer3[0].conv1.stride, enc.layer3[0].conv1.dilation] == [(1, 1, 1), (2, 2, 2)]
+    assert [enc.layer4[0].conv2.stride, enc.layer4[0].conv2.dilation] == [(1, 1, 1), (4, 4, 4)]
+    x = torch.zeros(1, 1, 40, 24, 48)  # multiples of 8, not of 16 or 32
     with torch.no_grad():
-        out = model(torch.zeros(1, 1, 64, 32, 32))
-    assert out.shape == (1, 2, 64, 32, 32)
+        features = enc(x)
+        out = model(x)
+    assert [tuple(f.shape[2:]) for f in features] == [(20, 12, 24), (10, 6, 12)] + [(5, 3, 6)] * 3
+    assert [f.shape[1] for f in features] == [64, 64, 128, 256, 512]
+    assert out.shape == (1, 2, 40, 24, 48)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        model(torch.zeros(1, 1, 36, 24, 48))
+
+
+def test_encoder_blocks_match_monais_resnet10_in_its_strided_geometry():
+    """Our basic blocks are MONAI's: with MONAI's strides and no dilation, the same weights give the same features."""
+    from lesionlib.models.resunet import MedicalNetResNet10
+
+    torch.manual_seed(0)
+    monai_encoder = ResNetFeatures("resnet10", pretrained=False).eval()
+    ours = MedicalNetResNet10(layer_strides=(1, 2, 2, 2), layer_dilations=(1, 1, 1, 1)).eval()
+    missing, unexpected = ours.load_state_dict(monai_encoder.state_dict(), strict=True)
+    assert not missing and not unexpected
+    x = torch.randn(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        for theirs, mine in zip(monai_encoder(x), ours(x), strict=True):
+            assert theirs.shape == mine.shape
+            torch.testing.assert_close(mine, theirs)
+
+
+def test_narrow_encoder_is_a_setting_and_refuses_medicalnet_weights(tmp_path):
+    model = build_model("resunet", encoder_widths=(32, 32, 64, 64, 64), decoder_channels=(16, 8, 8, 4))
+    assert [model.encoder.layer3[0].conv1.out_channels, model.encoder.layer4[0].conv2.out_channels] == [64, 64]
+    torch.save({"state_dict": {f"module.{k}": v for k, v in _medicalnet_state().items()}}, tmp_path / "r10.pth")
+    with pytest.raises(MedicalNetWeightsError, match=r"r10\.pth.*shape mismatch"):
+        load_medicalnet_weights(model, tmp_path / "r10.pth")
+    with pytest.raises(ValueError, match="5 positive channel counts"):
+        build_model("resunet", encoder_widths=(32, 32, 64, 64))
+
+
+def test_medicalnet_release_file_loads_every_encoder_tensor_and_a_renamed_key_fails(tmp_path):
+    from lesionlib.rehearsal import write_medicalnet_release
+
+    path = write_medicalnet_release(tmp_path / "resnet_10.pth")
+    release = torch.load(path, weights_only=True)["state_dict"]
+    encoder_keys = [k for k in release if not k.startswith("module.conv_seg.")]
+    # conv1 + bn1 (4) + layer1 (2 convs, 2 batch norms: 10) + layer2..4 (10 + shortcut conv and bn: 15 each)
+    assert len(encoder_keys) == 60 and all(k.startswith("module.") for k in release)
+    model = build_model("resunet", decoder_channels=(16, 8, 8, 4))
+    info = load_medicalnet_weights(model, path)
+    assert info["n_tensors"] == 60 and model.encoder_pretrained is True
+    loaded = model.encoder.state_dict()
+    for key in encoder_keys:
+        assert torch.equal(loaded[key[len("module."):]], release[key]), key
+    renamed = dict(release)
+    renamed["module.layer3.0.conv_a.weight"] = renamed.pop("module.layer3.0.conv1.weight")
+    torch.save({"state_dict": renamed}, tmp_path / "renamed.pth")
+    fresh = build_model("resunet", decoder_channels=(16, 8, 8, 4))
+    with pytest.raises(MedicalNetWeightsError, match=r"renamed\.pth.*layer3\.0\.conv1\.weight.*layer3\.0\.conv_a\.weight"):
+        load_medicalnet_weights(fresh, tmp_path / "renamed.pth")
+    assert fresh.encoder_pretrained is False
 
 
 @pytest.mark.parametrize("layout", ["medicalnet", "flat", "flat_module_prefix"])

@@ -35,7 +35,7 @@ OWN_PROFILES = """profiles:
              patch_size: [16, 16, 16], num_workers: 1, model: {channels: [4, 8, 16], strides: [2, 2]},
              augmentation: {enabled: false}}
       resunet: {epochs_adult: 1, epochs_finetune: 1, epochs_child_only: 1, iterations_per_epoch: 1,
-                patch_size: [32, 32, 32], num_workers: 1, model: {decoder_channels: [16, 8, 8, 8, 4]},
+                patch_size: [32, 32, 32], num_workers: 1, model: {decoder_channels: [16, 8, 8, 4]},
                 augmentation: {enabled: false}}
       nnunet: {epochs_adult: 1, epochs_finetune: 1, epochs_child_only: 1, iterations_per_epoch: 1,
                val_iterations_per_epoch: 1, final_validation: false, num_processes: 1, threads: 1,

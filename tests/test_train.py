@@ -147,8 +147,8 @@ def test_finetuning_refuses_a_different_model(tmp_path, cases):
 def test_resunet_run_records_whether_the_encoder_was_pretrained(tmp_path, cases):
     from monai.networks.nets.resnet import ResNetFeatures
 
-    cfg = _config(model="resunet", model_kwargs={"decoder_channels": (32, 16, 16, 8, 8)}, epochs=1,
-                  iterations_per_epoch=1, patch_size=(32, 32, 32))
+    cfg = _config(model="resunet", model_kwargs={"decoder_channels": (16, 8, 8, 4)}, epochs=1,
+                  iterations_per_epoch=1, patch_size=(16, 16, 16))
     plain = train(cfg, cases, [], tmp_path / "plain")
     assert plain.encoder_pretrained is False
     assert yaml.safe_load((tmp_path / "plain" / "params.yaml").read_text())["encoder_pretrained"] is False
@@ -174,8 +174,8 @@ def test_disk_cache_is_written_under_results(tmp_path, cases, isolated_roots):
 def test_patch_size_must_fit_the_model(tmp_path, cases):
     with pytest.raises(ValueError, match="multiple of 4"):
         train(_config(patch_size=(18, 16, 16)), cases[:1], [], tmp_path / "run")
-    with pytest.raises(ValueError, match="multiple of 32"):
-        train(_config(model="resunet", model_kwargs={}, patch_size=(16, 16, 16)), cases[:1], [], tmp_path / "run2")
+    with pytest.raises(ValueError, match="multiple of 8"):
+        train(_config(model="resunet", model_kwargs={}, patch_size=(12, 16, 16)), cases[:1], [], tmp_path / "run2")
     with pytest.raises(ValueError, match="no pretrained encoder"):
         train(_config(encoder_weights="resnet_10.pth"), cases[:1], [], tmp_path / "run3")
 
