@@ -34,7 +34,7 @@ RESULTS = Path(config.get("results", lconfig.results_root())).resolve()
 PY = sys.executable
 PROF = load_profile(PROFILE)
 RUNS = {r.run_id: r for r in expand_grid(PROF)}
-PREPARED = [m for m in PROF.method_names if get_segmenter(m).needs_preparation]
+PREPARED = [m for m in PROF.method_names if get_segmenter(m).needs_preparation_for(PROF.method(m))]
 # A prepared method's training cells and their fine-tuning (nnU-Net: preparation, then training, then
 # fine-tuning) are the grid's longest chain; they run under their own rule name with a higher priority so
 # that the chain starts first. Its leaf cells (trained on the five children alone) wait with the others.

@@ -113,7 +113,7 @@ def train_cell(cell: Cell) -> FitResult:
     else:
         fit = cell.segmenter.fit(train, val, stage=spec.stage)
     params = {**spec.params(), "data_source": cell.splits.data_source,
-              "encoder_pretrained": fit.encoder_pretrained,
+              "encoder_pretrained": fit.encoder_pretrained, "encoder_note": fit.encoder_note,
               "resolved": resolved_settings(spec, cell.profile)["settings"], "overrides": cell.overrides,
               "fit": fit.details}
     with atomic_path(cell.out_dir / "params.yaml") as tmp:
@@ -147,7 +147,8 @@ def evaluate_cell(cell: Cell, fit: FitResult) -> pd.DataFrame:
     paths = dict(zip(unique, cell.segmenter.predict(list(unique.values()), predictions)))
     labels = {"method": spec.method, "train_set": spec.train_set, "fine_tuned": spec.fine_tuned,
               "seed": spec.seed, "profile": cell.profile.name, "data_source": cell.splits.data_source,
-              "encoder_pretrained": "" if fit.encoder_pretrained is None else fit.encoder_pretrained}
+              "encoder_pretrained": "" if fit.encoder_pretrained is None else fit.encoder_pretrained,
+              "encoder_note": fit.encoder_note}
     device = None if cell.profile.device == "cpu" else "auto"  # distances on the GPU when there is one
     tables = [evaluate_records(records, [paths[(r.dataset, r.case_id)] for r in records], device=device,
                                metadata={**labels, "eval_set": eval_set}, relative_to=cell.out_dir)

@@ -22,11 +22,17 @@ NETWORKS = ("unet", "resunet", "nnunet")
 
 
 def _expected_counts(profile: str) -> dict[str, int]:
+    from lesionlib.segmenters import get_segmenter
+
     prof = load_profile(profile)
     sets = len(prof.grid.adult_train_sets)
-    nnunet = sets * 2 * len(prof.seeds)  # nnU-Net's adult and fine-tuning cells run first, under their own rule name
-    cells = (3 * sets * 2 + 3 + 1) * len(prof.seeds) - nnunet  # adult sets, fine-tuned, child-only; LesionGnb
-    return {"cell": cells, "cell_chained": nnunet, "prepare": 1, "data": 1, "report": 1, "book": 1}
+    # nnU-Net (and the Res-U-Net when it pretrains its encoder) prepare once; their adult and fine-tuning
+    # cells run first, under their own rule name
+    prepared = [m for m in prof.method_names if get_segmenter(m).needs_preparation_for(prof.method(m))]
+    assert "nnunet" in prepared
+    chained = len(prepared) * sets * 2 * len(prof.seeds)
+    cells = (3 * sets * 2 + 3 + 1) * len(prof.seeds) - chained  # adult sets, fine-tuned, child-only; LesionGnb
+    return {"cell": cells, "cell_chained": chained, "prepare": len(prepared), "data": 1, "report": 1, "book": 1}
 
 
 @pytest.mark.parametrize("profile", ["quick", "cpu", "gpu", "paper"])
@@ -162,8 +168,11 @@ def test_the_nnunet_chain_is_prioritised_and_its_leaf_cell_waits(tmp_path):
     assert rule_of["nnunet_adult-full_seed0"] == "cell_chained"
     assert rule_of["nnunet_adult-full_ft-child5_seed0"] == "cell_chained"
     assert rule_of["nnunet_child5_seed0"] == "cell"
+    assert rule_of["resunet_child5_seed0"] == "cell" and rule_of["unet_adult-full_seed0"] == "cell"
+    # the quick Res-U-Net pretrains its encoder in a preparation too: its chain is prioritised as well
     assert {r for r, rule in rule_of.items() if rule == "cell_chained"} == {
-        "nnunet_adult-full_seed0", "nnunet_adult-full_ft-child5_seed0"}
+        "nnunet_adult-full_seed0", "nnunet_adult-full_ft-child5_seed0",
+        "resunet_adult-full_seed0", "resunet_adult-full_ft-child5_seed0"}
 
 
 def test_job_timings_reads_snakemake_benchmarks(tmp_path, capsys):
@@ -198,7 +207,8 @@ def test_snakemake_skips_finished_runs_and_waits_for_parents(tmp_path):
     report.mkdir(parents=True)
     (report / "data.ipynb").write_text("{}")
     (tmp_path / "quick" / "_shared").mkdir()
-    (tmp_path / "quick" / "_shared" / "nnunet.prepared").write_text("")
+    for method in ("nnunet", "resunet"):
+        (tmp_path / "quick" / "_shared" / f"{method}.prepared").write_text("")
     d = tmp_path / "quick" / "unet_adult-full_seed0"
     d.mkdir()
     for name in ("cell.ipynb", "metrics.csv"):

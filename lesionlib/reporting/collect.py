@@ -47,7 +47,9 @@ CONTRACT_COLUMNS: tuple[str, ...] = (
 """Identifying columns every ``metrics.csv`` must have (the inter-module contract).
 
 ``encoder_pretrained`` is ``True``/``False`` for methods with a pretrained-able encoder (Res-U-Net)
-and empty for the others."""
+and empty for the others. An optional ``encoder_note`` column holds what the row labels say about that
+encoder (``'encoder pretrained on synthetic tissue segmentation'``...); absent or empty: nothing, or
+``'encoder not pretrained'`` where ``encoder_pretrained`` is false."""
 
 DATA_SOURCES = ("synthetic", "rehearsal", "real")
 
@@ -100,6 +102,7 @@ def validate_metrics_frame(df: pd.DataFrame, path: Path) -> pd.DataFrame:
         if bad:
             raise DataValidationError(path, f"column {col!r} has unknown values {bad}; allowed {list(allowed)}")
     df["fine_tuned"] = [_parse_bool(v, path, "fine_tuned") for v in df["fine_tuned"]]
+    df["encoder_note"] = df["encoder_note"].fillna("").astype(str) if "encoder_note" in df.columns else ""
     df["encoder_pretrained"] = [None if (v is None or (isinstance(v, float) and math.isnan(v)) or str(v) == "")
                                 else _parse_bool(v, path, "encoder_pretrained") for v in df["encoder_pretrained"]]
     try:

@@ -53,11 +53,17 @@ TABLE1_EXTRA_GROUPS: list[tuple[str, str]] = [("Children, all images", "Child, a
 TABLE2_GROUPS: list[tuple[str, str]] = [("Children", "Child")]
 
 
-def row_label(method: str, train_set: str, encoder_pretrained: object = None) -> str:
-    """``'Res-U-Net (ATLAS full; encoder not pretrained)'``; methods with one condition: their label."""
+def row_label(method: str, train_set: str, encoder_pretrained: object = None, encoder_note: str = "") -> str:
+    """``'Res-U-Net (ATLAS full; encoder not pretrained)'``; methods with one condition: their label.
+
+    ``encoder_note`` (recorded by the cell, e.g. ``'encoder pretrained on synthetic tissue segmentation'``)
+    is added as it is; without one, ``encoder_pretrained is False`` adds ``'encoder not pretrained'``.
+    """
     label = segmenter_labels().get(method, method)
     notes = [TRAIN_SET_LABELS.get(train_set, train_set)] if get_segmenter(method).fine_tunes else []
-    if encoder_pretrained is False:
+    if encoder_note:
+        notes.append(encoder_note)
+    elif encoder_pretrained is False:
         notes.append("encoder not pretrained")
     return f"{label} ({'; '.join(notes)})" if notes else label
 
@@ -144,8 +150,10 @@ def _build(df: pd.DataFrame, name: str, which: int, columns: list[tuple[str, str
                   for r in summary.itertuples(index=False)}
         out_rows, missing = [], []
         for method, train_set in _rows(part, which):
-            pretrained = part.loc[(part.method == method) & (part.train_set == train_set), "encoder_pretrained"]
-            out = {"Method": row_label(method, train_set, False if (pretrained == False).any() else None)}  # noqa: E712
+            rows = part[(part.method == method) & (part.train_set == train_set)]
+            notes = sorted({n for n in rows.get("encoder_note", pd.Series(dtype=str)).fillna("") if n})
+            out = {"Method": row_label(method, train_set, False if (rows.encoder_pretrained == False).any() else None,  # noqa: E712
+                                       " / ".join(notes))}
             for group, eval_set, ft in columns:
                 if ft and not get_segmenter(method).fine_tunes:
                     out[f"{group} · DSC"] = out[f"{group} · HD (mm)"] = out[f"{group} · n"] = "n/a"

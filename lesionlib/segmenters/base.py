@@ -60,12 +60,15 @@ class FitResult:
     """What :meth:`Segmenter.fit` / :meth:`Segmenter.fine_tune` report.
 
     ``encoder_pretrained``: whether a pretrained encoder initialised the model (``None`` for
-    methods without one); it labels the method's rows in the tables. ``details``: plain-YAML facts
+    methods without one). ``encoder_note``: what the tables add to the method's row label about its
+    encoder (``'encoder not pretrained'``, ``'encoder pretrained on synthetic tissue segmentation'``...;
+    empty for MedicalNet's own encoder and for methods without one). ``details``: plain-YAML facts
     for the run's ``params.yaml`` (epochs run, best epoch, timings...). ``history``: per-epoch
     table when the method keeps one (shown on the run page).
     """
 
     encoder_pretrained: bool | None = None
+    encoder_note: str = ""
     details: dict[str, Any] = field(default_factory=dict)
     history: Any = None
 
@@ -140,7 +143,12 @@ class Segmenter(abc.ABC):
         """Work shared by every cell of ``profile`` (default: none)."""
 
     needs_preparation: ClassVar[bool] = False
-    """Whether :meth:`prepare` does anything (the grid then runs it once before the cells)."""
+    """Whether :meth:`prepare` does anything whatever the settings (the grid then runs it once before the cells)."""
+
+    @classmethod
+    def needs_preparation_for(cls, settings: MethodSettings) -> bool:
+        """Whether :meth:`prepare` does anything with these settings (default: :attr:`needs_preparation`)."""
+        return cls.needs_preparation
 
 
 _REGISTRY: dict[str, type[Segmenter]] = {}

@@ -9,9 +9,11 @@ whatever the training set (nnU-Net's convention, used by the CPU profiles).
 
 Res-U-Net's encoder is a ResNet-10 pretrained by MedicalNet on 3DSeg-8. ``encoder``:
 ``'medicalnet'`` requires the weights (the ``medicalnet_resnet10`` asset of ``data_manifest.yaml``,
-or ``$MEDICALNET_RESNET10``) and stops with instructions when they are missing; ``'random'``
-trains the encoder from scratch; ``'auto'`` uses the weights when configured, otherwise random.
-Either way the cell records ``encoder_pretrained`` and the tables label the row.
+or ``$MEDICALNET_RESNET10``) and stops with instructions when they are missing; ``'synthetic'``
+pretrains the encoder on synthetic tissue segmentation (:mod:`lesionlib.pretrain`) in the Res-U-Net's
+preparation, once per profile, as a stand-in for MedicalNet's; ``'random'`` trains the encoder from
+scratch; ``'auto'`` uses MedicalNet's weights when configured, otherwise random. Every cell records
+``encoder_pretrained`` and an ``encoder_note`` that the tables add to the row label.
 """
 
 from __future__ import annotations
@@ -19,19 +21,25 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Sequence
 
 from pydantic import Field
 
+from lesionlib.medicalnet_geometry import MEDICALNET_WIDTHS
 from lesionlib.segmenters.base import FitResult, MethodSettings, Segmenter, Stage, register_segmenter
 from lesionlib.training_settings import OptimisationSettings
 
 __all__ = ["MonaiNetSettings", "ResUNetSettings", "MonaiNetSegmenter", "UNetSegmenter", "ResUNetSegmenter",
            "MissingEncoderWeights"]
 
+if TYPE_CHECKING:
+    from lesionlib.profile import Profile
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint_best.pt"
+SYNTHETIC_ENCODER = "encoder_synthetic_tissue.pth"
+"""The encoder pretrained on synthetic tissue segmentation, in the Res-U-Net's shared folder (MedicalNet's layout)."""
 
 
 class MissingEncoderWeights(FileNotFoundError):
@@ -74,10 +82,24 @@ class MonaiNetSettings(MethodSettings, OptimisationSettings):
         return int(self.iterations_per_epoch)
 
 
+class PretrainingSettings(MethodSettings):
+    """The synthetic stand-in for MedicalNet's pretraining (``encoder: synthetic``, :mod:`lesionlib.pretrain`).
+
+    ``n_subjects`` synthetic heads (their own seed stream) at the profile's resolution; ``steps`` Adam steps
+    of ``batch_size`` patches (the method's ``patch_size``) from ``lr`` with a poly decay.
+    """
+
+    n_subjects: int = Field(8, ge=1)
+    steps: int = Field(300, ge=1)
+    lr: float = Field(0.003, gt=0)
+    batch_size: int = Field(2, ge=1)
+
+
 class ResUNetSettings(MonaiNetSettings):
     """Res-U-Net settings: those of any MONAI network plus where the encoder's weights come from."""
 
-    encoder: Literal["medicalnet", "random", "auto"] = "medicalnet"
+    encoder: Literal["medicalnet", "synthetic", "random", "auto"] = "medicalnet"
+    pretraining: PretrainingSettings = PretrainingSettings()
 
 
 class MonaiNetSegmenter(Segmenter):
@@ -187,6 +209,14 @@ class ResUNetSegmenter(MonaiNetSegmenter):
     def encoder_weights(self) -> str | None:
         if self.settings.encoder == "random":
             return None
+        if self.settings.encoder == "synthetic":
+            path = None if self.shared_dir is None else self.shared_dir / SYNTHETIC_ENCODER
+            if path is None or not path.is_file():
+                raise MissingEncoderWeights(
+                    f"Res-U-Net (encoder: synthetic) needs its pretrained encoder {path or SYNTHETIC_ENCODER}: run the "
+                    "Res-U-Net's preparation first (`lesionlib grid prepare --profile <profile> --method resunet`; "
+                    "`make book` does it)")
+            return str(path)
         from lesionlib.models.medicalnet import default_weights_path
 
         path = default_weights_path()  # a configured but broken file is an error here
@@ -208,6 +238,59 @@ class ResUNetSegmenter(MonaiNetSegmenter):
 
     def plan(self, stage: Stage, n_train_images: int) -> dict[str, Any]:
         out = super().plan(stage, n_train_images)
-        out["encoder_weights"] = {"medicalnet": "MedicalNet ResNet-10 (required)", "random": "random",
-                                  "auto": "MedicalNet ResNet-10 if configured, else random"}[self.settings.encoder]
+        s = self.settings
+        out["encoder_weights"] = {
+            "medicalnet": "MedicalNet ResNet-10 (required)", "random": "random",
+            "synthetic": f"pretrained on synthetic tissue segmentation ({s.pretraining.steps} steps, "
+                         f"{s.pretraining.n_subjects} heads)",
+            "auto": "MedicalNet ResNet-10 if configured, else random"}[s.encoder]
+        widths = s.model.get("encoder_widths")
+        if widths is not None and tuple(widths) != MEDICALNET_WIDTHS:
+            out["encoder_widths"] = list(widths)
         return out
+
+    # ------------------------------------------------------------------ the encoder's origin
+    def encoder_note(self, pretrained: bool | None) -> str:
+        """What the row labels say about this encoder: nothing for MedicalNet's own, else its origin and width."""
+        widths = self.settings.model.get("encoder_widths")
+        narrow = widths is not None and tuple(widths) != MEDICALNET_WIDTHS
+        prefix = "narrow encoder" if narrow else "encoder"
+        if self.settings.encoder == "synthetic":
+            return f"{prefix} pretrained on synthetic tissue segmentation"
+        if not pretrained:
+            return f"{prefix} not pretrained"
+        return "narrow encoder" if narrow else ""
+
+    @classmethod
+    def needs_preparation_for(cls, settings: MethodSettings) -> bool:
+        return isinstance(settings, ResUNetSettings) and settings.encoder == "synthetic"
+
+    @classmethod
+    def prepare(cls, profile: "Profile", shared_dir: Path, *, progress: bool = False) -> None:
+        """``encoder: synthetic``: pretrain the encoder on synthetic tissue segmentation into ``shared_dir``."""
+        import yaml
+
+        from lesionlib.io import atomic_path
+        from lesionlib.pretrain import pretrain_encoder
+
+        settings = profile.method(cls.name)
+        if not cls.needs_preparation_for(settings):
+            return
+        p = settings.pretraining
+        summary = pretrain_encoder(
+            Path(shared_dir) / SYNTHETIC_ENCODER, model_kwargs=dict(settings.model),
+            resolution_mm=profile.data.resolution_mm, synth_seed=profile.data.synth_seed, n_subjects=p.n_subjects,
+            steps=p.steps, patch_size=settings.patch_size, batch_size=p.batch_size, lr=p.lr, seed=0,
+            device=profile.device, progress=progress)
+        with atomic_path(Path(shared_dir) / "pretraining.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(summary, sort_keys=False))
+
+    def fit(self, train_records: Sequence, val_records: Sequence, *, stage: Stage) -> FitResult:
+        result = super().fit(train_records, val_records, stage=stage)
+        result.encoder_note = self.encoder_note(result.encoder_pretrained)
+        return result
+
+    def fine_tune(self, parent_model_dir: Path, train_records: Sequence) -> FitResult:
+        result = super().fine_tune(parent_model_dir, train_records)
+        result.encoder_note = self.encoder_note(result.encoder_pretrained)
+        return result
