@@ -18,7 +18,7 @@ unexport PYTHONDONTWRITEBYTECODE
 export LESIONLIB_CLONE := $(CURDIR)
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: setup data book test rehearsal clean-results
+.PHONY: setup data book test lab rehearsal clean-results
 
 setup:
 	@bash scripts/setup.sh
@@ -39,6 +39,13 @@ book: data
 test: setup
 	@bash scripts/bids_validator.sh >/dev/null || echo "[test] bids-validator not installed (needs node and npm): its tests skip"
 	$(PY) -m pytest -q -n $(CORES) --dist loadfile
+
+# JupyterLab on this clone, in the same environment (lesionlib/lab.py): notebooks/*.py paired with their (ignored)
+# .ipynb by jupytext, the environment's python3 kernel, 127.0.0.1 with a token; prints the URL that opens
+# notebooks/cell.ipynb. Notebooks run there write under results/<profile>/interactive/. LAB_PORT: first port tried.
+LAB_PORT ?= 8888
+lab: setup
+	$(PY) -m lesionlib.lab --port $(LAB_PORT)
 
 # The researcher's path rehearsed (lesionlib/rehearsal.py): synthetic stand-ins laid out as ATLAS v2.0, a child
 # BIDS cohort without session-2 masks and MedicalNet's weights file; the variables README gives researchers,
