@@ -3,9 +3,12 @@ runs through papermill with tiny parameters."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -103,22 +106,36 @@ def _copy_book_sources(dst: Path) -> Path:
     return dst
 
 
-@pytest.mark.slow
-def test_book_builds_with_tables_and_figures(tmp_path, monkeypatch):
-    from lesionlib.reporting.book import build_book
+@dataclass(frozen=True)
+class BuiltBook:
+    """The book built once per module on miniature results (its test and the browser test read it)."""
 
-    results = tmp_path / "results"
-    data_root = tmp_path / "no_data"  # no cohorts: the data page must say so, not fail
-    monkeypatch.setenv("LESIONLIB_DATA", str(data_root))
-    written = write_miniature_results(results)
+    html_dir: Path
+    results: Path
+    written: list[str]
+
+
+@pytest.fixture(scope="module")
+def built_book(tmp_path_factory) -> BuiltBook:
+    from lesionlib.reporting.book import build_book
     from lesionlib.reporting.report import report_dir, write_figures, write_tables_report
 
-    write_tables_report("quick", results, report_dir("quick", results))
-    write_figures("quick", results, report_dir("quick", results))
-    src = _copy_book_sources(tmp_path / "src")
-    index = build_book("quick", results, source_root=src, strict=True, timeout_s=900)
+    tmp_path = tmp_path_factory.mktemp("book")
+    results = tmp_path / "results"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("LESIONLIB_DATA", str(tmp_path / "no_data"))  # no cohorts: the data page must say so
+        written = write_miniature_results(results)
+        write_tables_report("quick", results, report_dir("quick", results))
+        write_figures("quick", results, report_dir("quick", results))
+        src = _copy_book_sources(tmp_path / "src")
+        index = build_book("quick", results, source_root=src, strict=True, timeout_s=900)
     assert index.is_file()
-    html_dir = src / "_build" / "html"
+    return BuiltBook(src / "_build" / "html", results, written)
+
+
+@pytest.mark.slow
+def test_book_builds_with_tables_and_figures(built_book):
+    html_dir, written = built_book.html_dir, built_book.written
     results_html = (html_dir / "book" / "results.html").read_text()
     # the findings first, each with a status read from the data
     assert results_html.index("findings, tested") < results_html.index("Table 1")
@@ -150,6 +167,12 @@ def test_book_builds_with_tables_and_figures(tmp_path, monkeypatch):
         assert f"runs/{run_id}/cell.html" in runs_html
         assert (html_dir / "book" / "runs" / run_id / "cell.html").is_file()
     assert "runs/resunet_adult-full_seed0/cell.FAILED.html" in runs_html
+    # every run page says how to run the cell again (papermill and lesionlib grid run), failed ones too
+    for run_id in [*written, "resunet_adult-full_seed0"]:
+        page = next((html_dir / "book" / "runs" / run_id).glob("cell*.html")).read_text()
+        page = html.unescape(re.sub(r"<[^>]+>", "", page))  # the commands' text, without the highlighting
+        assert "How to run it again" in page and "papermill /tmp/cell.ipynb" in page, run_id
+        assert f"lesionlib grid run --profile quick --run-id {run_id}" in page, run_id
     data_html = (html_dir / "book" / "data.html").read_text()
     assert "Not computed yet: the data notebook has not run" in data_html  # said, not failed
 
@@ -166,3 +189,41 @@ def test_notebook_smoke_through_papermill(tmp_path):
     assert "U-Net (ATLAS full)" in set(table1["Method"])
     assert (run_dir / "findings.html").is_file() and (run_dir / "findings.csv").is_file()
     assert not list(run_dir.glob(".partial-*"))
+
+
+@pytest.mark.slow
+def test_results_page_in_a_real_browser(built_book, tmp_path):
+    """The results page opened from disk as README says, in headless Chromium: no console error, and nilearn's
+    viewer draws the prediction over the image (its canvas is not blank)."""
+    import io
+
+    import matplotlib.image as mpimg
+    from selenium.webdriver.common.by import By
+
+    from browser import chrome, console_errors
+
+    page = built_book.html_dir / "book" / "results.html"
+    with chrome() as driver:
+        driver.set_page_load_timeout(60)
+        driver.get(page.as_uri())
+        assert "Table 1" in driver.find_element(By.TAG_NAME, "body").text
+        frames = [f for f in driver.find_elements(By.TAG_NAME, "iframe")
+                  if "brainsprite" in (f.get_attribute("srcdoc") or "").lower()]
+        assert frames, "no viewer on the results page"
+        driver.execute_script("arguments[0].scrollIntoView()", frames[0])
+        driver.switch_to.frame(frames[0])
+        canvas = None
+        for _ in range(40):  # brainsprite draws once its sprite image has loaded
+            canvases = driver.find_elements(By.TAG_NAME, "canvas")
+            if canvases and canvases[0].size["width"] > 0:
+                pixels = mpimg.imread(io.BytesIO(canvases[0].screenshot_as_png))
+                if pixels[..., :3].std() > 0.02:
+                    canvas = pixels
+                    break
+            time.sleep(0.25)
+        driver.switch_to.default_content()
+        errors = console_errors(driver)
+        driver.save_screenshot(str(tmp_path / "results.png"))
+    assert canvas is not None, "the viewer's canvas stayed blank"
+    assert canvas.shape[0] > 50 and canvas.shape[1] > 100, canvas.shape
+    assert not errors, errors

@@ -37,7 +37,7 @@ def _run_dir(results: Path, overrides: dict | None = None, edit: dict | None = N
 def test_commands_carry_the_runs_parameters(tmp_path):
     run_dir = _run_dir(tmp_path / "res")
     commands = rerun_commands(run_dir)
-    convert, papermill = commands["papermill"].splitlines()
+    convert, papermill = commands["papermill"].replace("\\\n", "").splitlines()
     assert convert == "jupytext --to ipynb notebooks/cell.py -o /tmp/cell.ipynb"
     assert shlex.split(papermill) == ["papermill", "/tmp/cell.ipynb", f"/tmp/{RUN}.ipynb", "-p", "profile", "quick",
                                       "-p", "run_id", RUN, "-p", "results_root", str(tmp_path / "res")]
@@ -52,7 +52,7 @@ def test_overrides_and_profile_edits_are_listed_apart(tmp_path, monkeypatch):
     monkeypatch.setenv("LESIONLIB_RESULTS", str(tmp_path / "res"))  # the default root: not repeated in commands
     epochs_now = resolved_settings(grid_by_id("quick")[RUN])["settings"]["epochs"]
     run_dir = _run_dir(tmp_path / "res", overrides={"epochs_adult": epochs_now + 5}, edit={"lr": 0.5})
-    papermill = shlex.split(rerun_commands(run_dir)["papermill"].splitlines()[1])
+    papermill = shlex.split(rerun_commands(run_dir)["papermill"].replace("\\\n", "").splitlines()[1])
     assert papermill[3:] == ["-p", "profile", "quick", "-p", "run_id", RUN, "-y",
                              f"overrides: {{epochs_adult: {epochs_now + 5}}}"]
     changes = {c.setting: (c.this_run, c.profile_now, c.why) for c in settings_changed(run_dir)}

@@ -85,7 +85,7 @@ def rerun_commands(run_dir: Path, profile: str | None = None) -> dict[str, str]:
     if params.get("overrides"):
         args += ["-y", f"overrides: {_flow(params['overrides'])}"]
     papermill = (f"jupytext --to ipynb notebooks/cell.py -o /tmp/cell.ipynb\n"
-                 f"{env}papermill /tmp/cell.ipynb /tmp/{run_id}.ipynb {shlex.join(args)}")
+                 f"{env}papermill /tmp/cell.ipynb /tmp/{run_id}.ipynb \\\n    {shlex.join(args)}")
     grid = f"{env}lesionlib grid run {shlex.join(['--profile', profile, '--run-id', run_id])}"
     if root:
         grid += f" --results {shlex.quote(root)}"
@@ -163,7 +163,8 @@ def rerun_markdown(run_dir: Path, profile: str | None = None) -> str:
         commands["grid"],
         "```",
         "",
-        f"In JupyterLab (`make lab`), open `notebooks/cell.py` and set `run_id = \"{run_id}\"`"
+        f"In JupyterLab (`make lab`), open `notebooks/cell.ipynb` (the notebook of `notebooks/cell.py`) and set "
+        f"`run_id = \"{run_id}\"`"
         + (f" and `profile = \"{profile}\"`" if profile != config.DEFAULT_PROFILE else "") + ".",
         "",
     ]
