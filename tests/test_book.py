@@ -227,3 +227,19 @@ def test_results_page_in_a_real_browser(built_book, tmp_path):
     assert canvas is not None, "the viewer's canvas stayed blank"
     assert canvas.shape[0] > 50 and canvas.shape[1] > 100, canvas.shape
     assert not errors, errors
+
+
+def test_book_pages_keep_one_copy_of_each_script():
+    """sphinx-thebe's inline script reaches every page twice, once with file None and once with '' (a redeclared
+    `const` is a SyntaxError in the browser): one copy stays, where it first appeared; distinct scripts all stay."""
+    from types import SimpleNamespace as JS
+
+    from lesionlib.reporting.sphinx_pages import unique_scripts
+
+    thebe = {"body": 'const THEBE_JS_URL = "x"'}
+    scripts = [JS(filename="a.js", attributes={}), JS(filename=None, attributes=thebe),
+               JS(filename="b.js", attributes={"async": "async"}), JS(filename="", attributes=thebe),
+               JS(filename="b.js", attributes={}), JS(filename="a.js", attributes={})]
+    kept = unique_scripts(scripts)
+    assert [(s.filename, s.attributes) for s in kept] == [("a.js", {}), (None, thebe), ("b.js", {"async": "async"}),
+                                                          ("b.js", {})]
