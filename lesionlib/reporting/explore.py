@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter
 import pandas as pd
 
 from lesionlib import config
@@ -88,7 +89,7 @@ def choose(profile: str, *, run_id: str = "", run_dir: str | Path = "", case_id:
 
 
 def case_metrics_table(choice: Choice) -> pd.DataFrame:
-    """The image's metrics (one row per metric, with the run's mean over the same evaluation set beside)."""
+    """The image's metrics (indexed by metric, with the run's mean over the same evaluation set beside)."""
     row, runs = choice.row, choice.runs
     same_set = runs[runs["eval_set"] == row["eval_set"]]
     metrics = [m for m in METRIC_COLUMNS if m in runs.columns]
@@ -100,7 +101,7 @@ def case_metrics_table(choice: Choice) -> pd.DataFrame:
     head = pd.DataFrame({"metric": ["true lesion volume (mL)"], "this image": [row["lesion_volume_ml"]],
                          f"mean of the run's {len(same_set)} {row['eval_set']} images":
                              [same_set["lesion_volume_ml"].mean()]})
-    return pd.concat([head, table], ignore_index=True).round(3)
+    return pd.concat([head, table], ignore_index=True).round(3).set_index("metric")
 
 
 def lesion_size_figure(choice: Choice) -> plt.Figure:
@@ -121,6 +122,9 @@ def lesion_size_figure(choice: Choice) -> plt.Figure:
         ax.scatter([row["lesion_volume_ml"]], [row["dice"]], s=220, marker="*", color="tab:red", zorder=3,
                    label=row["case_id"])
     ax.set_xscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 15, 20, 0.5 rather than 1.5x10^1
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("True lesion volume (mL, log scale)")
     ax.set_ylabel("Dice")
