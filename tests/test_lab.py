@@ -131,6 +131,16 @@ def test_cell_notebook_runs_and_saves_in_jupyterlab(lab_server, lab_repo, isolat
         assert "Traceback" not in text, text[-3000:]
         assert "child_test" in text and "empty predictions" in text  # metrics_summary's table, in the page
         assert driver.execute_async_script(_RUN, "docmanager:save") == "ok"
+        # cell.py itself opens as a notebook too (right-click > Open With > Notebook), with the same cells
+        n_cells = driver.execute_script("return window.jupyterapp.shell.currentWidget.content.widgets.length")
+        assert driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "window.jupyterapp.commands.execute('docmanager:open', {path: 'notebooks/cell.py', factory: 'Notebook'})"
+            ".then(() => done('ok'), (e) => done('error: ' + e))") == "ok"
+        _wait(lambda: driver.execute_script(
+            "const w = window.jupyterapp.shell.currentWidget;"
+            "return w && w.context.path === 'notebooks/cell.py' && w.content.widgets && w.content.widgets.length"
+            f" === {n_cells}"), 30, "notebooks/cell.py open as a notebook", driver)
         errors = [e for e in console_errors(driver) if "favicon" not in e]
     saved = nbformat.read(str(lab_repo / "notebooks" / "cell.ipynb"), as_version=4)
     outputs = [o for c in saved.cells if c.cell_type == "code" for o in c.get("outputs", [])]
