@@ -238,7 +238,8 @@ def _finished_build(results: Path, profile: str = "quick") -> list[str]:
         os.utime(path, (stamp, stamp))
 
     touch(p / "_report" / "data.ipynb")
-    touch(p / "_shared" / "nnunet.prepared")
+    for method in load_profile(profile).method_names:  # every preparation marker (extra ones are never read)
+        touch(p / "_shared" / f"{method}.prepared")
     for run_id in grid:  # parents first (expand_grid's order)
         for name in ("metrics.csv", f"{CELL_NOTEBOOK}.ipynb"):
             touch(p / run_id / name)
