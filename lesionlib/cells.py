@@ -153,7 +153,9 @@ def evaluate_cell(cell: Cell, fit: FitResult) -> pd.DataFrame:
     tables = [evaluate_records(records, [paths[(r.dataset, r.case_id)] for r in records], device=device,
                                metadata={**labels, "eval_set": eval_set}, relative_to=cell.out_dir)
               for eval_set, records in eval_sets.items()]
-    metrics = pd.concat(tables, ignore_index=True)
+    # an empty evaluation set (e.g. no validation image left by the subset rule) adds no rows, and must not turn
+    # the other tables' boolean and integer columns into floats through pd.concat
+    metrics = pd.concat([t for t in tables if len(t)] or tables[:1], ignore_index=True)
     with atomic_path(cell.out_dir / "metrics.csv") as tmp:
         metrics.to_csv(tmp, index=False)
     return metrics
