@@ -18,7 +18,7 @@ unexport PYTHONDONTWRITEBYTECODE
 export LESIONLIB_CLONE := $(CURDIR)
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: setup data book test lab rehearsal clean-results
+.PHONY: setup data book test slurm-setup test-slurm lab rehearsal clean-results
 
 setup:
 	@bash scripts/setup.sh
@@ -39,6 +39,16 @@ book: data
 test: setup
 	@bash scripts/bids_validator.sh >/dev/null || echo "[test] bids-validator not installed (needs node and npm): its tests skip"
 	$(PY) -m pytest -q -n $(CORES) --dist loadfile
+
+# The grid on SLURM (issue #24). slurm-setup adds Snakemake's SLURM executor (requirements/slurm.txt) to the
+# venv, resolved against the lock without changing it. test-slurm (root, Debian; minutes, not part of `make test`):
+# a one-node SLURM cluster on this machine (scripts/slurm_cluster.sh: `install` once, as root) runs a tiny
+# grid through workflow/profiles/slurm, every cell a SLURM job (tests/test_slurm.py); stopped afterwards.
+slurm-setup: setup
+	$(PY) -m pip install -q --no-compile -c requirements/constraints.txt -r requirements/slurm.txt
+
+test-slurm: slurm-setup
+	LESIONLIB_SLURM_TESTS=1 $(PY) -m pytest -q -rP tests/test_slurm.py
 
 # JupyterLab on this clone, in the same environment (lesionlib/lab.py): notebooks/*.py paired with their (ignored)
 # .ipynb by jupytext, the environment's python3 kernel, 127.0.0.1 with a token; prints the URL that opens

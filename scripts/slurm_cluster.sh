@@ -37,7 +37,7 @@ MUNGE_RUN=/run/munge
 MARKER="$ETC/.lesionlib-one-node-cluster"
 BACKUP="$STATE/etc-slurm.backup"
 DAEMONS=(slurmd slurmctld slurmdbd mariadbd munged)   # stop order
-PACKAGES=(slurm-wlm slurmdbd munge mariadb-server)
+PACKAGES=(slurm-wlm slurmdbd munge mariadb-server iproute2 procps)   # iproute2: ss; procps: pgrep
 
 log() { echo "[slurm-cluster] $*" >&2; }
 die() { echo "[slurm-cluster] error: $*" >&2; exit 1; }
@@ -118,7 +118,7 @@ cmd_install() {
 
 check_tools() {
     local missing=() t
-    for t in munged mungekey mariadb-install-db mariadbd mariadb slurmdbd slurmctld slurmd sacctmgr sbatch sacct \
+    for t in munged mungekey mariadb-install-db mariadbd mariadb slurmdbd slurmctld slurmd sacctmgr sbatch sacct pgrep \
              sinfo scontrol setpriv ss; do
         command -v "$t" >/dev/null || missing+=("$t")
     done
