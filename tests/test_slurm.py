@@ -33,7 +33,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 from test_cells import TINY
 from test_procs import CELL, MARKER, RUNNER, STAGE, marked_processes, wait_until_none_left
 
