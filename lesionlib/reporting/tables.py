@@ -216,6 +216,9 @@ _PAPER_LAYOUT_CSS = [
     {"selector": "th.col_heading.level0", "props": "border-left: 1px solid var(--pst-color-border, #ccc)"},
     {"selector": ".paper, .n, .note", "props": "color: var(--pst-color-text-muted, #6c757d); font-size: 0.9em"},
     {"selector": ".n, .note", "props": "font-weight: normal"},
+    # a row label's notes wrap under its name: the name line sets the column's width
+    {"selector": "th.row_heading .note", "props": "white-space: normal; display: inline-block; min-width: 100%; "
+                                                 "width: 0"},
 ]
 
 
