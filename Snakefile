@@ -96,7 +96,7 @@ rule prepare:
         TIMINGS / "prepare_{method}.tsv"
     priority: 10
     resources:
-        gpu=GPU,
+        gpu=lambda wildcards: GPU if get_segmenter(wildcards.method).uses_gpu else 0,
     shell:
         "{GRID} prepare {ARGS} --method {wildcards.method} > {log} 2>&1 && touch {output}"
 
@@ -124,7 +124,8 @@ rule cell:
     wildcard_constraints:
         run="|".join(sorted(set(RUNS) - set(CHAINED))) or "(?!)",
     resources:
-        gpu=GPU,
+        # a GPU only for cuda profiles, and only for methods that use one (not LesionGnb)
+        gpu=lambda wildcards: GPU if get_segmenter(RUNS[wildcards.run].method).uses_gpu else 0,
     shell:
         "{GRID} run {ARGS} --run-id {wildcards.run} > {log} 2>&1"
 

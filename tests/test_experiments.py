@@ -296,8 +296,12 @@ def test_slurm_profile_sets_resources_of_rules_that_exist():
 
 @pytest.mark.parametrize("profile, gpus", [("paper", 1), ("quick", 0)])
 def test_jobs_ask_for_a_gpu_only_when_the_profiles_device_is_cuda(profile, gpus, tmp_path):
-    """Every job that trains or predicts (cell, cell_chained, prepare) has gpu=1 on a cuda profile and gpu=0
-    otherwise (the SLURM plugin turns gpu=1 into --gpus=1 and 0 into nothing: tests/test_slurm.py)."""
+    """Every job that trains or predicts with a network (cell, cell_chained, prepare) has gpu=1 on a cuda profile
+    and gpu=0 otherwise; LesionGnb's cells never ask for one (the SLURM plugin turns gpu=1 into --gpus=1 and 0
+    into nothing: tests/test_slurm.py)."""
+    from lesionlib.segmenters import get_segmenter
+
+    grid = grid_by_id(profile)
     proc = subprocess.run([str(SNAKEMAKE), "-n", "runs", "--config", f"profile={profile}", f"results={tmp_path}"],
                           cwd=config.PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -307,9 +311,13 @@ def test_jobs_ask_for_a_gpu_only_when_the_profiles_device_is_cuda(profile, gpus,
         jobid = re.search(r"jobid: (\d+)", block)
         if head and jobid:
             found = re.search(r"resources: .*\bgpu=(\d+)", block)
-            gpu_of[(head.group(1), jobid.group(1))] = int(found.group(1)) if found else None
+            run = re.search(r"wildcards: run=(\S+)", block)
+            method = grid[run.group(1)].method if run else re.search(r"wildcards: method=(\S+)", block)
+            method = method if isinstance(method, str) or method is None else method.group(1)
+            gpu_of[(head.group(1), jobid.group(1), method)] = int(found.group(1)) if found else None
     training = {key: gpu for key, gpu in gpu_of.items() if key[0] in ("cell", "cell_chained", "prepare")}
-    assert training and set(training.values()) == {gpus}, training
+    assert training and {gpu for key, gpu in training.items() if get_segmenter(key[2]).uses_gpu} == {gpus}, training
+    assert {gpu for key, gpu in training.items() if not get_segmenter(key[2]).uses_gpu} == {0}, training  # LesionGnb
     assert {gpu for key, gpu in gpu_of.items() if key[0] not in ("cell", "cell_chained", "prepare")} <= {None, 0}
 
 

@@ -142,6 +142,9 @@ class Segmenter(abc.ABC):
     def prepare(cls, profile: "Profile", shared_dir: Path, *, progress: bool = False) -> None:
         """Work shared by every cell of ``profile`` (default: none)."""
 
+    uses_gpu: ClassVar[bool] = True
+    """Whether its jobs ask the scheduler for a GPU on a cuda profile (``False``: LesionGnb, CPU only)."""
+
     needs_preparation: ClassVar[bool] = False
     """Whether :meth:`prepare` does anything whatever the settings (the grid then runs it once before the cells)."""
 

@@ -36,6 +36,7 @@ class LesionGnbSegmenter(Segmenter):
     Settings: ClassVar[type[LesionGnbSettings]] = LesionGnbSettings
     settings: LesionGnbSettings
     fine_tunes = False
+    uses_gpu = False
 
     @property
     def working_resolution_mm(self) -> float:
