@@ -254,7 +254,11 @@ def load_checkpoint(path: os.PathLike | str) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint does not exist")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # truncated or foreign files raise several types (RuntimeError, EOFError, pickle)
+        raise ValueError(f"{path}: cannot be read as a checkpoint ({type(exc).__name__}: {exc}); train its cell "
+                         "again (delete the run folder and run `make book`)") from exc
     if not isinstance(ckpt, dict) or "model_state" not in ckpt or "model_name" not in ckpt:
         raise ValueError(f"{path}: not a lesionlib training checkpoint (no model_state/model_name)")
     return ckpt

@@ -248,3 +248,13 @@ def test_validation_every_k_epochs_and_a_whole_volume_window(tmp_path, cases):
     assert load_checkpoint(result.checkpoint_best)["inference_patch_size"] == [32, 32, 32]
     with pytest.raises(ValueError, match="inference_patch_size"):
         train(_config(inference_patch_size=(30, 32, 32)), cases[:1], [], tmp_path / "bad")
+
+
+def test_a_truncated_checkpoint_is_an_error_naming_the_file(tmp_path, cases):
+    run = train(_config(epochs=1, iterations_per_epoch=1), cases[:1], [], tmp_path / "run")
+    data = run.checkpoint_last.read_bytes()
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"broken\.pt: cannot be read as a checkpoint"):
+        load_checkpoint(broken)
+    assert load_checkpoint(run.checkpoint_last)["model_name"] == "unet"
