@@ -136,6 +136,19 @@ def test_grid_list_json_resolves_every_cell(capsys):
     assert {"epochs", "iterations_per_epoch", "lr_schedule", "augmentation"} <= set(unet["settings"])
 
 
+def _dry_run_blocks(args: list[str]) -> list[tuple[str, str]]:
+    """``snakemake -n ARGS`` in the project: ``(rule, its block of the printout)`` for every job listed."""
+    proc = subprocess.run([str(SNAKEMAKE), "-n", *args], cwd=config.PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", proc.stdout):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        if head:
+            jobs.append((head.group(1), block))
+    return jobs
+
+
 def _job_stats(output: str) -> dict[str, int]:
     block = output.split("Job stats:")[1]
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", block, re.M)}
@@ -156,15 +169,11 @@ def test_snakemake_dry_run_lists_the_grid(profile, tmp_path):
 def test_the_nnunet_chain_is_prioritised_and_its_leaf_cell_waits(tmp_path):
     """nnU-Net's adult training and its fine-tuning (the grid's longest chain) run under `cell_chained`
     (priority above the other cells); its five-child cell, which nothing depends on, under `cell`."""
-    proc = subprocess.run([str(SNAKEMAKE), "-n", "--config", "profile=quick", f"results={tmp_path}"],
-                          cwd=config.PROJECT_ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
     rule_of = {}
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", proc.stdout):
-        head = re.match(r"(?:local)?rule (\w+):", block)
+    for rule, block in _dry_run_blocks(["--config", "profile=quick", f"results={tmp_path}"]):
         run = re.search(r"wildcards: run=(\S+)", block)
-        if head and run:
-            rule_of[run.group(1)] = head.group(1)
+        if run:
+            rule_of[run.group(1)] = rule
     assert rule_of["nnunet_adult-full_seed0"] == "cell_chained"
     assert rule_of["nnunet_adult-full_ft-child5_seed0"] == "cell_chained"
     assert rule_of["nnunet_child5_seed0"] == "cell"
@@ -302,19 +311,15 @@ def test_jobs_ask_for_a_gpu_only_when_the_profiles_device_is_cuda(profile, gpus,
     from lesionlib.segmenters import get_segmenter
 
     grid = grid_by_id(profile)
-    proc = subprocess.run([str(SNAKEMAKE), "-n", "runs", "--config", f"profile={profile}", f"results={tmp_path}"],
-                          cwd=config.PROJECT_ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
     gpu_of = {}
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", proc.stdout):
-        head = re.match(r"(?:local)?rule (\w+):", block)
+    for rule, block in _dry_run_blocks(["runs", "--config", f"profile={profile}", f"results={tmp_path}"]):
         jobid = re.search(r"jobid: (\d+)", block)
-        if head and jobid:
+        if jobid:
             found = re.search(r"resources: .*\bgpu=(\d+)", block)
             run = re.search(r"wildcards: run=(\S+)", block)
-            method = grid[run.group(1)].method if run else re.search(r"wildcards: method=(\S+)", block)
-            method = method if isinstance(method, str) or method is None else method.group(1)
-            gpu_of[(head.group(1), jobid.group(1), method)] = int(found.group(1)) if found else None
+            prepared = re.search(r"wildcards: method=(\S+)", block)
+            method = grid[run.group(1)].method if run else prepared.group(1) if prepared else None
+            gpu_of[(rule, jobid.group(1), method)] = int(found.group(1)) if found else None
     training = {key: gpu for key, gpu in gpu_of.items() if key[0] in ("cell", "cell_chained", "prepare")}
     assert training and {gpu for key, gpu in training.items() if get_segmenter(key[2]).uses_gpu} == {gpus}, training
     assert {gpu for key, gpu in training.items() if not get_segmenter(key[2]).uses_gpu} == {0}, training  # LesionGnb
