@@ -349,8 +349,9 @@ def test_scancel_leaves_no_process_behind(cluster, tmp_path):
 
 
 def test_the_paper_profile_asks_for_a_gpu_per_training_job(cluster, tmp_path):
-    """The workflow profile as shipped, on the paper profile: every cell's sbatch call has --gpus=1 (this cluster
-    has no GPU nor a partition `gpu`, so SLURM refuses them: the calls are what is checked)."""
+    """The workflow profile as shipped, on the paper profile: every network cell's sbatch call has --gpus=1,
+    LesionGnb's none (this cluster has no GPU nor a partition `gpu`, so SLURM refuses them: the calls are what is
+    checked)."""
     results = tmp_path / "results"
     report = results / "paper" / "_report"
     report.mkdir(parents=True)
@@ -372,7 +373,14 @@ def test_the_paper_profile_asks_for_a_gpu_per_training_job(cluster, tmp_path):
     ready = [spec.run_id for spec in expand_grid(load_profile("paper")) if not spec.parent]
     by_cell = {m.group(1): c for c in calls if (m := re.search(r"--comment '?rule_cell(?:_chained)?_wildcards_(\S+?)'?\s", c))}
     assert sorted(by_cell) == sorted(ready), (sorted(by_cell), calls[:3])
-    assert all("--gpus=1" in c for c in by_cell.values()), [c for c in by_cell.values() if "--gpus=1" not in c]
+    from lesionlib.segmenters import get_segmenter
+
+    method = {spec.run_id: spec.method for spec in expand_grid(load_profile("paper"))}
+    gpu_cells = {r: c for r, c in by_cell.items() if get_segmenter(method[r]).uses_gpu}
+    cpu_cells = {r: c for r, c in by_cell.items() if not get_segmenter(method[r]).uses_gpu}
+    assert gpu_cells and cpu_cells  # the networks and LesionGnb
+    assert all("--gpus=1" in c for c in gpu_cells.values()), [c for c in gpu_cells.values() if "--gpus=1" not in c]
+    assert not [c for c in cpu_cells.values() if "--gpus" in c]  # LesionGnb never holds a GPU
     assert all(re.search(r"-p '?gpu'? ", c) and "--mem 32000" in c and "-t 720" in c for c in by_cell.values()), calls[0]
     assert not [c for c in by_cell.values() if "--ntasks-per-gpu" in c]  # refused by some sites
     assert "SLURM sbatch failed" in out, out[-3000:]
