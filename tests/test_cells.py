@@ -155,3 +155,17 @@ def test_cell_notebook_by_hand_writes_under_interactive_and_explore_reads_it(tin
     assert "hausdorff95_mm" in html and f"{largest.dice:.3f}".rstrip("0") in html  # its metrics
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the lesion-size figure
     assert not (root / "tiny" / "interactive" / "explore").exists() and len(list(cwd.iterdir())) == 0
+
+
+def test_an_empty_evaluation_set_adds_no_rows_and_keeps_the_columns_typed(tiny_profile, monkeypatch):
+    """E.g. the subset rule leaving no validation image: metrics.csv must still say fine_tuned False, seed 0."""
+    root = tiny_profile["results"]
+    cell = open_cell("tiny", "unet_adult-full_seed0", root / "tiny" / "unet_adult-full_seed0", results_root=root)
+    fit = train_cell(cell)
+    sets = cell.splits.evaluation(cell.spec.train_set, cell.spec.fine_tuned)
+    assert sets["adult_val"] and len(sets) > 1
+    monkeypatch.setattr(cell.splits, "evaluation", lambda *args, **kwargs: {**sets, "adult_val": []})
+    metrics = evaluate_cell(cell, fit)
+    assert "adult_val" not in set(metrics.eval_set) and len(metrics) > 0
+    written = pd.read_csv(cell.out_dir / "metrics.csv", dtype=str)
+    assert set(written.fine_tuned) == {"False"} and set(written.seed) == {"0"}
