@@ -120,6 +120,7 @@ def pretrain_encoder(out_path: Path | str, *, model_kwargs: dict[str, Any], reso
     foreground Dice per class over the last 20 steps) for the preparation's record.
     """
     from monai.losses import DiceCELoss
+    from tqdm.auto import tqdm
 
     from lesionlib.models import build_model
 
@@ -135,8 +136,6 @@ def pretrain_encoder(out_path: Path | str, *, model_kwargs: dict[str, Any], reso
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     losses: list[float] = []
     dice_rows: list[np.ndarray] = []
-    from tqdm.auto import tqdm
-
     for _ in tqdm(range(int(steps)), desc="pretraining encoder", unit="step", disable=not progress):
         image, label = _random_patches(volumes, patch_size, batch_size, rng)
         image, label = image.to(dev), label.to(dev)
