@@ -98,8 +98,10 @@ def _random_patches(volumes: Sequence[TissueVolume], patch: Sequence[int], batch
     images, labels = [], []
     for _ in range(batch_size):
         vol = volumes[int(rng.integers(len(volumes)))]
-        pad = [(0, max(0, p - s)) for p, s in zip(patch, vol.image.shape)]
-        image, label = np.pad(vol.image, pad), np.pad(vol.labels, pad)
+        image, label = vol.image, vol.labels
+        if any(p > s for p, s in zip(patch, image.shape)):  # only volumes smaller than the patch are copied
+            pad = [(0, max(0, p - s)) for p, s in zip(patch, image.shape)]
+            image, label = np.pad(image, pad), np.pad(label, pad)
         start = [int(rng.integers(0, s - p + 1)) for s, p in zip(image.shape, patch)]
         box = tuple(slice(a, a + p) for a, p in zip(start, patch))
         flips = [axis for axis in range(3) if rng.random() < 0.5]

@@ -163,15 +163,19 @@ class MonaiNetSegmenter(Segmenter):
         cfg = self.train_config("finetune", len(train_records), init_from=parent)
         return self._result(train(cfg, train_records, [], self.model_dir))
 
+    def encoder_note(self, pretrained: bool | None) -> str:
+        """What the row labels add about this model's encoder (none for a model without a pretrained-able one)."""
+        return ""
+
     def predict(self, records: Sequence, out_dir: Path) -> list[Path]:
         from lesionlib.predict import predict_records
 
         return predict_records(self.model_dir / CHECKPOINT, records, out_dir,
                                overlap=self.settings.inference_overlap, device=self.device, progress=self.progress)
 
-    @staticmethod
-    def _result(result: Any) -> FitResult:
-        return FitResult(encoder_pretrained=result.encoder_pretrained, history=result.history,
+    def _result(self, result: Any) -> FitResult:
+        return FitResult(encoder_pretrained=result.encoder_pretrained, encoder_note=self.encoder_note(
+                             result.encoder_pretrained), history=result.history,
                          details={"epochs_completed": result.epochs_completed, "best_epoch": result.best_epoch,
                                   "best_val_dice": result.best_val_dice,
                                   "cache": getattr(result, "cache", None)})
@@ -244,16 +248,18 @@ class ResUNetSegmenter(MonaiNetSegmenter):
             "synthetic": f"pretrained on synthetic tissue segmentation ({s.pretraining.steps} steps, "
                          f"{s.pretraining.n_subjects} heads)",
             "auto": "MedicalNet ResNet-10 if configured, else random"}[s.encoder]
-        widths = s.model.get("encoder_widths")
-        if widths is not None and tuple(widths) != MEDICALNET_WIDTHS:
-            out["encoder_widths"] = list(widths)
+        if self._narrow_encoder():
+            out["encoder_widths"] = list(s.model["encoder_widths"])
         return out
 
     # ------------------------------------------------------------------ the encoder's origin
+    def _narrow_encoder(self) -> bool:
+        widths = self.settings.model.get("encoder_widths")
+        return widths is not None and tuple(widths) != MEDICALNET_WIDTHS
+
     def encoder_note(self, pretrained: bool | None) -> str:
         """What the row labels say about this encoder: nothing for MedicalNet's own, else its origin and width."""
-        widths = self.settings.model.get("encoder_widths")
-        narrow = widths is not None and tuple(widths) != MEDICALNET_WIDTHS
+        narrow = self._narrow_encoder()
         prefix = "narrow encoder" if narrow else "encoder"
         if self.settings.encoder == "synthetic":
             return f"{prefix} pretrained on synthetic tissue segmentation"
@@ -285,12 +291,3 @@ class ResUNetSegmenter(MonaiNetSegmenter):
         with atomic_path(Path(shared_dir) / "pretraining.yaml") as tmp:
             tmp.write_text(yaml.safe_dump(summary, sort_keys=False))
 
-    def fit(self, train_records: Sequence, val_records: Sequence, *, stage: Stage) -> FitResult:
-        result = super().fit(train_records, val_records, stage=stage)
-        result.encoder_note = self.encoder_note(result.encoder_pretrained)
-        return result
-
-    def fine_tune(self, parent_model_dir: Path, train_records: Sequence) -> FitResult:
-        result = super().fine_tune(parent_model_dir, train_records)
-        result.encoder_note = self.encoder_note(result.encoder_pretrained)
-        return result
