@@ -129,6 +129,9 @@ def expand_grid(profile: str | Profile = config.DEFAULT_PROFILE) -> list[RunSpec
         runs.append(RunSpec(run_id_for(method, train_set, fine_tuned, seed, n), prof.name, method, train_set,
                             fine_tuned, seed, parent))
 
+    def trains_on(method: str, train_set: str) -> bool:
+        return get_segmenter(method).ablation_of is None or train_set in grid.ablation_train_sets
+
     for seed in prof.seeds:
         networks = [m for m in prof.method_names if get_segmenter(m).fine_tunes]
         for method in prof.method_names:
@@ -136,11 +139,13 @@ def expand_grid(profile: str | Profile = config.DEFAULT_PROFILE) -> list[RunSpec
                 add(method, "adult_full", False, seed)
         for train_set in grid.adult_train_sets:
             for method in networks:
-                add(method, train_set, False, seed)
+                if trains_on(method, train_set):
+                    add(method, train_set, False, seed)
         if grid.fine_tune:
             for train_set in grid.adult_train_sets:
                 for method in networks:
-                    add(method, train_set, True, seed)
+                    if trains_on(method, train_set):
+                        add(method, train_set, True, seed)
         if grid.child_only:
             for method in networks:
                 add(method, "child5", False, seed)

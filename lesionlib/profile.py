@@ -28,7 +28,7 @@ Layout of a profile (all sections optional)::
            child_session2_masks}
     splits: {adult_val_fraction, adult_split_seed, few_shot_n, subset_min_volume_ml,
              cerebellum_rule}
-    grid: {methods, adult_train_sets, fine_tune, child_only}
+    grid: {methods, adult_train_sets, ablation_train_sets, fine_tune, child_only}
     methods: {unet: {...}, resunet: {...}, nnunet: {...}, lesiongnb: {...}}
 """
 
@@ -112,13 +112,16 @@ class GridSettings(StrictModel):
     """Which cells of the paper's grid a profile runs (all of them by default).
 
     ``methods`` are registry names (:mod:`lesionlib.segmenters`), in the order tables show them;
-    ``None`` means every registered method. Methods that fine-tune (the networks) get, per seed,
-    a cell per adult training set, the same fine-tuned on the child images (``fine_tune``), and
-    one trained on the child images alone (``child_only``); LesionGnb gets one cell per seed.
+    ``None`` means every registered method of the paper (ablations such as ``resunet_scratch`` run only
+    where listed). Methods that fine-tune (the networks) get, per seed, a cell per adult training set,
+    the same fine-tuned on the child images (``fine_tune``), and one trained on the child images alone
+    (``child_only``); LesionGnb gets one cell per seed. Ablations are trained on ``ablation_train_sets``
+    (those of ``adult_train_sets`` listed there), fine-tuned and trained on the child images alike.
     """
 
     methods: tuple[str, ...] | None = None
     adult_train_sets: tuple[Literal["adult_full", "adult_subset"], ...] = ADULT_TRAIN_SETS
+    ablation_train_sets: tuple[Literal["adult_full", "adult_subset"], ...] = ("adult_full",)
     fine_tune: bool = True
     child_only: bool = True
 
@@ -151,10 +154,11 @@ class Profile(StrictModel):
 
     @model_validator(mode="after")
     def _resolve_methods(self) -> "Profile":
-        from lesionlib.segmenters import get_segmenter, segmenter_names
+        from lesionlib.segmenters import ablation_names, get_segmenter, segmenter_names
 
         known = segmenter_names()
-        listed = self.grid.methods if self.grid.methods is not None else tuple(known)
+        listed = self.grid.methods if self.grid.methods is not None else tuple(
+            m for m in known if m not in ablation_names())
         unknown = sorted(set(listed) - set(known)) + sorted(set(self.methods) - set(known))
         if unknown:
             raise ValueError(f"unknown methods {sorted(set(unknown))}; registered methods are {known}")

@@ -32,6 +32,8 @@ def _expected_counts(profile: str) -> dict[str, int]:
     assert "nnunet" in prepared
     chained = len(prepared) * sets * 2 * len(prof.seeds)
     cells = (3 * sets * 2 + 3 + 1) * len(prof.seeds) - chained  # adult sets, fine-tuned, child-only; LesionGnb
+    ablations = [m for m in prof.method_names if get_segmenter(m).ablation_of]  # on ATLAS full only
+    cells += len(ablations) * (2 + 1) * len(prof.seeds)
     return {"cell": cells, "cell_chained": chained, "prepare": len(prepared), "data": 1, "report": 1, "book": 1}
 
 
@@ -61,6 +63,37 @@ def test_grid_is_the_papers(profile):
             assert order.index(r.parent) < order.index(r.run_id) and r.stage == "finetune"
         else:
             assert r.parent is None and r.stage == ("child_only" if r.train_set == "child5" else "adult")
+
+
+def test_ablations_run_only_where_listed_on_their_train_sets(tmp_path):
+    """resunet_scratch stays out of a grid that lists no methods; listed, it gets the Res-U-Net's cells on
+    ``ablation_train_sets`` (ATLAS full unless the profile says otherwise) with its own encoder setting."""
+    from lesionlib.segmenters import get_segmenter
+
+    assert "resunet_scratch" not in load_profile("quick").method_names
+    assert "resunet_scratch" not in {r.method for r in expand_grid("paper")}
+    path = _profile_file(tmp_path, """
+grid: {methods: [resunet, resunet_scratch]}
+methods: {resunet: {encoder: random}}
+""")
+    runs = expand_grid(load_profile("custom", path))
+    scratch = {r.run_id for r in runs if r.method == "resunet_scratch"}
+    assert scratch == {"resunet_scratch_adult-full_seed0", "resunet_scratch_adult-full_ft-child5_seed0",
+                       "resunet_scratch_child5_seed0"}
+    assert {r.train_set for r in runs if r.method == "resunet"} == {"adult_full", "adult_subset", "child5"}
+    both = _profile_file(tmp_path, """
+grid: {methods: [resunet_scratch], ablation_train_sets: [adult_full, adult_subset], fine_tune: false}
+""")
+    prof = load_profile("custom", both)
+    assert [r.run_id for r in expand_grid(prof)] == [
+        "resunet_scratch_adult-full_seed0", "resunet_scratch_adult-subset_seed0", "resunet_scratch_child5_seed0"]
+    settings = resolved_settings(grid_by_id(prof)["resunet_scratch_adult-full_seed0"], prof)["settings"]
+    assert settings["encoder_weights"] == "random" and settings["epochs"] == prof.method("resunet_scratch").epochs_adult
+    assert not get_segmenter("resunet_scratch").needs_preparation_for(prof.method("resunet_scratch"))
+    cpu = load_profile("cpu")  # the shipped comparison: the Res-U-Net's settings but the encoder
+    ours, scratch_settings = cpu.method("resunet").model_dump(), cpu.method("resunet_scratch").model_dump()
+    assert {k for k in ours if ours[k] != scratch_settings[k]} == {"encoder"}
+    assert scratch_settings["encoder"] == "random" and ours["encoder"] == "synthetic"
 
 
 def test_run_ids_are_stable_and_readable():

@@ -73,3 +73,45 @@ def test_findings_table_and_html_carry_every_test():
     assert len(table) == 17 and set(table["finding"]) == {"a", "b", "c"}
     html = findings.render_findings_html(table, data_source="synthetic", profile="quick")
     assert html.count("<h4>") == 3 and "holds" in html and "synthetic" in html
+
+
+def _with_scratch(gain: float, n: int = 12) -> pd.DataFrame:
+    """The Res-U-Net and its ablation on the same subjects, the Res-U-Net ahead by ``gain`` everywhere."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for train_set, fine_tuned, eval_set in (("adult_full", False, "adult_val"), ("adult_full", False, "child_test"),
+                                            ("adult_full", True, "child_test"), ("child5", False, "child_test")):
+        base = np.clip(0.4 + rng.normal(0, 0.05, n), 0, 1)
+        sessions = 1 if eval_set == "adult_val" else 2
+        for method, dice in (("resunet", base + gain + rng.normal(0, 0.01, n)), ("resunet_scratch", base)):
+            rows += _rows(method, train_set, fine_tuned, eval_set, np.repeat(np.clip(dice, 0, 1), sessions),
+                          sessions=sessions)
+    df = pd.DataFrame(rows)
+    df["encoder_note"] = np.where(df["method"] == "resunet", "narrow encoder pretrained on synthetic tissue "
+                                  "segmentation", "narrow encoder not pretrained")
+    return df
+
+
+@pytest.mark.parametrize("gain, status", [(0.1, "holds"), (-0.1, "does not hold"), (0.0, "undecided")])
+def test_ablation_is_compared_with_its_method_paired_by_subject(gain, status):
+    df = _with_scratch(gain)
+    (found,) = findings.ablation_tests(df)
+    assert found.key == "resunet_scratch" and found.status == status
+    assert len(found.tests) == 4  # adult validation; children: adult-trained, fine-tuned, child-only
+    labels = [t.label for t in found.tests]
+    assert any(lab.startswith("adult validation") for lab in labels)
+    assert any("fine-tuned" in lab for lab in labels) and any("child images only" in lab for lab in labels)
+    for t in found.tests:
+        assert t.n_pairs == 12 and t.effect == pytest.approx(gain, abs=0.02)  # subjects, not images
+        assert "pretrained on synthetic tissue segmentation" in t.note
+    assert findings.ablation_tests(df[df["method"] != "resunet_scratch"]) == []  # no ablation ran
+    paper = findings.findings_table(findings.all_findings(df))  # the paper's findings ignore the ablation
+    assert len(paper) and not paper["comparison"].str.contains("scratch").any()
+    assert not paper["note"].str.contains("scratch").any()
+
+
+def test_paper_rows_leave_out_ablations():
+    from lesionlib.reporting.collect import paper_rows
+
+    df = pd.concat([_with_scratch(0.1), _results(0.2, 0.15, 0.2)], ignore_index=True)
+    assert set(paper_rows(df)["method"]) == {"unet", "resunet", "nnunet", "lesiongnb"}

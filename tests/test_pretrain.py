@@ -104,3 +104,13 @@ def test_synthetic_encoder_is_a_preparation_and_labels_the_rows(tmp_path, monkey
     scratch = profile.method("resunet").model_copy(update={"encoder": "random", "model": {}})
     assert cls(scratch, model_dir=tmp_path / "r").encoder_note(False) == "encoder not pretrained"
     assert cls(scratch, model_dir=tmp_path / "r").encoder_note(True) == ""  # MedicalNet's own: nothing to add
+    # the ablation trains the same registered model, from random weights, and says so in its rows
+    ablation = get_segmenter("resunet_scratch")(
+        get_segmenter("resunet_scratch").Settings.model_validate({**profile.method("resunet").model_dump(),
+                                                                   "encoder": "random"}),
+        model_dir=tmp_path / "s", shared_dir=tmp_path / "_shared" / "resunet_scratch")
+    cfg, ours = ablation.train_config("adult", 4), seg.train_config("adult", 4)
+    assert cfg.model == ours.model == "resunet" and cfg.model_kwargs == ours.model_kwargs
+    assert cfg.encoder_weights is None and ours.encoder_weights == str(shared / SYNTHETIC_ENCODER)
+    assert ablation.encoder_note(False) == "narrow encoder not pretrained" and ablation.plan("adult", 4)[
+        "encoder_weights"] == "random"

@@ -330,3 +330,27 @@ def test_paired_wilcoxon_compares_each_model_with_the_baseline():
     ref = sps.wilcoxon(gnb, unet)
     row = out[~out["fine_tuned"].astype(bool)].iloc[0]
     assert row.p_value == pytest.approx(ref.pvalue)
+
+
+def test_tables_report_compares_an_ablation_and_keeps_it_out_of_the_papers_tables(tmp_path):
+    from lesionlib.reporting.report import write_tables_report
+
+    rng = np.random.default_rng(0)
+    child = list(rng.uniform(0.3, 0.6, 12))
+    for method, shift in (("resunet", 0.1), ("resunet_scratch", 0.0), ("unet", 0.05)):
+        for seed in (0,):
+            dice = [min(1.0, d + shift) for d in child]
+            _write_run(tmp_path, f"{method}_adult-full_seed{seed}",
+                       _rows(method, "adult_full", False, seed, "child_test", dice, [10.0] * 12, sessions=2))
+    out = tmp_path / "report"
+    report = write_tables_report("quick", tmp_path, out)
+    ablations = pd.read_csv(out / "ablations.csv")
+    assert set(ablations["finding"]) == {"resunet_scratch"} and len(ablations) == 1
+    row = ablations.iloc[0]
+    assert row["effect_dice"] == pytest.approx(0.1, abs=1e-9) and row["n"] == 6  # 6 children, 12 images
+    assert "Res-U-Net, encoder from scratch" in (out / "ablations.html").read_text()
+    assert any("U-Net" in html for html in report.tables_html)
+    assert not any("from scratch" in html for html in report.tables_html)  # Table 1 has the paper's methods
+    for name in ("summary_by_condition.csv", "paired_wilcoxon.csv", "table1.csv"):
+        assert "resunet_scratch" not in (out / name).read_text() and "from scratch" not in (out / name).read_text()
+    assert "from scratch" not in (out / "findings.html").read_text()

@@ -56,13 +56,15 @@ class BookContext:
 
 
 def book_context(profile: str | None = None, results_root: Path | None = None) -> BookContext:
-    """Profile from ``$LESIONLIB_PROFILE``, results from ``$LESIONLIB_RESULTS``; collected runs and statuses."""
+    """Profile from ``$LESIONLIB_PROFILE``, results from ``$LESIONLIB_RESULTS``; the collected runs of the paper's
+    methods (ablations left out) and the status of every cell."""
     from lesionlib.experiments import expand_grid
+    from lesionlib.reporting.collect import paper_rows
 
     profile = profile or os.environ.get("LESIONLIB_PROFILE", config.DEFAULT_PROFILE)
     results_root = Path(results_root or config.results_root())
     expected = [r.run_id for r in expand_grid(profile)]
-    return BookContext(profile, results_root, collect_runs(results_root, profile),
+    return BookContext(profile, results_root, paper_rows(collect_runs(results_root, profile)),
                        run_status(results_root, profile, expected))
 
 

@@ -184,6 +184,14 @@ def read_run(run_dir: Path, profile: str | None = None) -> pd.DataFrame:
     return df
 
 
+def paper_rows(runs: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the paper's methods: those of ablations (``Segmenter.ablation_of``, e.g. ``resunet_scratch``)
+    removed, for the tables, figures and findings."""
+    from lesionlib.segmenters import ablation_names
+
+    return runs[~runs["method"].isin(ablation_names())] if len(runs) else runs
+
+
 def collect_runs(results_root: Path, profile: str) -> pd.DataFrame:
     """All evaluated cases of all runs of a profile, tidy (one row per run x case x eval set).
 

@@ -30,7 +30,7 @@ from scipy import stats as sps
 
 __all__ = ["ALPHA", "MIN_PAIRS", "PAPER_BEST_METHOD", "Test", "Finding", "subject_values",
            "adults_above_children", "fine_tuning_helps", "best_on_children", "all_findings", "findings_table",
-           "render_findings_html"]
+           "render_findings_html", "ablation_tests"]
 
 ALPHA = 0.05
 MIN_PAIRS = 5
@@ -227,8 +227,45 @@ TRAIN_SET_TEXT = {"adult_full": "trained on ATLAS full", "adult_subset": "traine
 
 
 def all_findings(df: pd.DataFrame) -> list[Finding]:
-    """Findings (a), (b), (c) on one profile's collected rows (one data source)."""
+    """Findings (a), (b), (c) on one profile's collected rows (one data source; ablations' rows are ignored)."""
+    from lesionlib.reporting.collect import paper_rows
+
+    df = paper_rows(df)
     return [adults_above_children(df), fine_tuning_helps(df), best_on_children(df)]
+
+
+def ablation_tests(df: pd.DataFrame) -> list[Finding]:
+    """Each ablation present in ``df`` (e.g. ``resunet_scratch``) against the method it varies (``resunet``).
+
+    One :class:`Finding` per ablation, keyed by its name; effect = Dice of the method − Dice of the ablation,
+    paired by subject (the same adults, the same children), for every condition both ran: adult validation
+    and child test images per adult training set, fine-tuned or not, and trained on the child images alone.
+    The note gives both means and, where the cells recorded one, the method's encoder note.
+    """
+    from lesionlib.segmenters import ablation_names, get_segmenter
+
+    out = []
+    for ablation in [m for m in ablation_names() if m in set(df["method"])]:
+        base = get_segmenter(ablation).ablation_of
+        finding = Finding(ablation, get_segmenter(ablation).ablation_claim or f"{_label(base)} scores higher than "
+                          f"{_label(ablation)}", f"Dice of {_label(base)} − {_label(ablation)}, paired by subject")
+        ran = df[df["method"] == ablation]
+        conditions = ran[["eval_set", "train_set", "fine_tuned"]].drop_duplicates().sort_values(
+            ["eval_set", "fine_tuned", "train_set"])
+        for eval_set, train_set, fine_tuned in conditions.itertuples(index=False):
+            cond = dict(eval_set=eval_set, train_set=train_set, fine_tuned=fine_tuned)
+            ours, theirs = subject_values(df, method=base, **cond), subject_values(df, method=ablation, **cond)
+            both = ours.index.intersection(theirs.index)
+            where = "adult validation" if eval_set == "adult_val" else "child test" if eval_set == "child_test" \
+                else "all child images"
+            label = f"{where}, {TRAIN_SET_TEXT.get(train_set, train_set)}{', fine-tuned' if fine_tuned else ''}"
+            notes = sorted({n for n in df.loc[df["method"] == base, "encoder_note"].fillna("") if n}) \
+                if "encoder_note" in df.columns else []
+            note = (f"{_label(base)}{' (' + '; '.join(notes) + ')' if notes else ''} {ours[both].mean():.3f}, "
+                    f"{_label(ablation)} {theirs[both].mean():.3f}") if len(both) else ""
+            finding.tests.append(_paired_test(label, ours[both] - theirs[both], note=note))
+        out.append(finding)
+    return out
 
 
 def findings_table(findings: list[Finding]) -> pd.DataFrame:
@@ -246,19 +283,25 @@ def findings_table(findings: list[Finding]) -> pd.DataFrame:
 _BADGE = {HOLDS: ("#1b7837", "holds"), FAILS: ("#b2182b", "does not hold"), UNDECIDED: ("#8c8c8c", "undecided")}
 
 
-def render_findings_html(table: pd.DataFrame, *, data_source: str, profile: str) -> str:
-    """The findings of :func:`findings_table` as HTML: one block per finding (claim, status, tests)."""
+def render_findings_html(table: pd.DataFrame, *, data_source: str, profile: str, what: str = "finding") -> str:
+    """The findings of :func:`findings_table` as HTML: one block per finding (claim, status, tests).
+
+    ``what='ablation'``: the blocks of :func:`ablation_tests` (effect positive when the method beats its
+    ablation, no "(key)" before the claim)."""
     import html
 
     if table.empty:
-        return "<p>No finding can be tested yet: no finished runs.</p>"
+        return ("<p>No finding can be tested yet: no finished runs.</p>" if what == "finding" else
+                "<p>This profile ran no ablation.</p>")
+    direction = "the paper's direction" if what == "finding" else "the method's favour"
     parts = [f'<div class="lesionlib-findings"><p>Tested on <b>{html.escape(data_source)}</b> data, profile '
-             f'<code>{html.escape(profile)}</code>. Effect in Dice, positive in the paper\'s direction; 95% CI '
+             f'<code>{html.escape(profile)}</code>. Effect in Dice, positive in {direction}; 95% CI '
              f"by bootstrap over subjects; two-sided tests (α = {ALPHA}).</p>"]
     for key, rows in table.groupby("finding", sort=True):
         first = rows.iloc[0]
         colour, text = _BADGE[first["finding_status"]]
-        parts.append(f'<h4>({html.escape(key)}) {html.escape(first["claim"])} — '
+        prefix = f"({html.escape(key)}) " if what == "finding" else ""
+        parts.append(f'<h4>{prefix}{html.escape(first["claim"])} — '
                      f'<span style="color:{colour}">{text}</span></h4><table class="lesionlib-table">'
                      "<tr><th>comparison</th><th>effect [95% CI]</th><th>n</th><th>p</th><th>status</th>"
                      "<th>note</th></tr>")

@@ -8,6 +8,9 @@ write into ``<results>/<profile>/_report/``::
     table1.csv / .html           our Table 1 with the published value beside each cell: the long form
                                  (CSV) and the paper's layout (HTML, tables.render_table)
     table2.csv / .html           the same for Table 2
+    ablations.csv / .html        each ablation the profile ran (e.g. the Res-U-Net without its pretrained
+                                 encoder) against its method, paired by subject (findings.ablation_tests);
+                                 ablations stay out of every other artefact
     summary_by_condition.csv     mean, SD, CI, seed spread per condition and metric (subjects)
     paired_wilcoxon.csv          paired tests between methods (subjects)
     figure1.png, figure2.png, figure2_data.csv, forest.png
@@ -91,14 +94,19 @@ def _status(profile: str, root: Path, runs: pd.DataFrame) -> str:
 def write_tables_report(profile: str, results_root: Path | None, out_dir: Path) -> TablesReport:
     """Collect the runs, test the findings, build Tables 1 and 2 and the statistics; write them to ``out_dir``."""
     from lesionlib.reporting import findings, stats, tables
-    from lesionlib.reporting.collect import collect_runs
+    from lesionlib.reporting.collect import collect_runs, paper_rows
 
     root = Path(results_root or config.results_root())
     out_dir = Path(out_dir)
-    runs = collect_runs(root, profile)
-    status = _status(profile, root, runs)
+    every_run = collect_runs(root, profile)
+    status = _status(profile, root, every_run)
     _write_text(out_dir / "status.md", status)
-    source = ", ".join(sorted(set(runs["data_source"]))) or "none"
+    source = ", ".join(sorted(set(every_run["data_source"]))) or "none"
+    ablations = findings.findings_table(findings.ablation_tests(every_run) if len(every_run) else [])
+    _write_csv(out_dir / "ablations.csv", ablations)
+    _write_text(out_dir / "ablations.html", findings.render_findings_html(
+        ablations, data_source=source, profile=profile, what="ablation"))
+    runs = paper_rows(every_run)
     found = findings.all_findings(runs) if len(runs) else []
     found_table = findings.findings_table(found)
     found_html = findings.render_findings_html(found_table, data_source=source, profile=profile)
@@ -125,9 +133,9 @@ def write_figures(profile: str, results_root: Path | None, out_dir: Path) -> lis
     import matplotlib.pyplot as plt
 
     from lesionlib.reporting import figures
-    from lesionlib.reporting.collect import collect_runs
+    from lesionlib.reporting.collect import collect_runs, paper_rows
 
-    runs = collect_runs(Path(results_root or config.results_root()), profile)
+    runs = paper_rows(collect_runs(Path(results_root or config.results_root()), profile))
     out_dir = Path(out_dir)
     written: list[Path] = []
     for name, make in (("figure1.png", figures.figure1_overlays), ("figure2.png", figures.figure2_dice_vs_volume),

@@ -4,7 +4,9 @@ Every method of the paper — U-Net, Res-U-Net, nnU-Net, LesionGnb — is a :cla
 ``fit`` (train on labelled records), ``fine_tune`` (continue from a parent run's model),
 ``predict`` (one mask per record, on the record's own grid). The grid (:mod:`lesionlib.experiments`),
 the cells (:mod:`lesionlib.cells`), the tables and figures (:mod:`lesionlib.reporting`) read the
-registry for names, labels and table order; none of them dispatches on a method name.
+registry for names, labels and table order; none of them dispatches on a method name. An *ablation*
+(``ablation_of``, e.g. ``resunet_scratch``) is a variant of a method that tests one of its choices: it
+runs only where a profile lists it, and the book compares it with its method instead of tabling it.
 
 To add a method: write one module with a ``Segmenter`` subclass (its ``name``, ``label``,
 ``order`` and a ``Settings`` class holding every setting with its default) decorated with
@@ -16,6 +18,7 @@ from lesionlib.segmenters.base import (
     MethodSettings,
     Segmenter,
     Stage,
+    ablation_names,
     build_segmenter,
     get_segmenter,
     register_segmenter,
@@ -33,6 +36,7 @@ __all__ = [
     "MethodSettings",
     "Segmenter",
     "Stage",
+    "ablation_names",
     "build_segmenter",
     "get_segmenter",
     "register_segmenter",

@@ -101,6 +101,13 @@ class Segmenter(abc.ABC):
     fine_tunes: ClassVar[bool] = True
     """Networks: fine-tuned on child images and trained on them alone. ``False`` (LesionGnb): one cell
     per seed, trained on the adult training split."""
+    ablation_of: ClassVar[str | None] = None
+    """The method this one is a variant of, to test one of its choices (``resunet_scratch``: the Res-U-Net
+    without its pretrained encoder), or ``None`` for a method of the paper. An ablation runs only where a
+    profile lists it in ``grid.methods`` (on ``grid.ablation_train_sets``), stays out of the paper's tables
+    and figures, and is compared with its method by :func:`lesionlib.reporting.findings.ablation_tests`."""
+    ablation_claim: ClassVar[str] = ""
+    """What comparing an ablation with its method tests, in words (the methods page's heading)."""
 
     def __init__(self, settings: MethodSettings, *, seed: int = 0, device: str = "auto", resolution_mm: float = 1.0,
                  model_dir: Path | str, shared_dir: Path | str | None = None, progress: bool = False) -> None:
@@ -171,6 +178,11 @@ def register_segmenter(cls: type[Segmenter]) -> type[Segmenter]:
 def segmenter_names() -> list[str]:
     """Registered method names in table order (their ``order``)."""
     return [name for name, _ in sorted(_REGISTRY.items(), key=lambda item: (item[1].order, item[0]))]
+
+
+def ablation_names() -> list[str]:
+    """Registered ablations (methods with ``ablation_of``), in table order."""
+    return [name for name in segmenter_names() if _REGISTRY[name].ablation_of is not None]
 
 
 def segmenter_labels() -> dict[str, str]:

@@ -29,7 +29,8 @@ from lesionlib.medicalnet_geometry import MEDICALNET_WIDTHS
 from lesionlib.segmenters.base import FitResult, MethodSettings, Segmenter, Stage, register_segmenter
 from lesionlib.training_settings import OptimisationSettings
 
-__all__ = ["MonaiNetSettings", "ResUNetSettings", "MonaiNetSegmenter", "UNetSegmenter", "ResUNetSegmenter",
+__all__ = ["MonaiNetSettings", "ResUNetSettings", "ResUNetScratchSettings", "MonaiNetSegmenter", "UNetSegmenter",
+           "ResUNetSegmenter", "ResUNetScratchSegmenter",
            "MissingEncoderWeights"]
 
 if TYPE_CHECKING:
@@ -107,6 +108,12 @@ class MonaiNetSegmenter(Segmenter):
 
     Settings: ClassVar[type[MonaiNetSettings]] = MonaiNetSettings
     settings: MonaiNetSettings
+    model_name: ClassVar[str | None] = None
+    """The registered model (:mod:`lesionlib.models`) it trains; ``None``: the segmenter's own ``name``."""
+
+    @classmethod
+    def registered_model(cls) -> str:
+        return cls.model_name or cls.name
 
     # ------------------------------------------------------------------ settings -> TrainConfig
     def encoder_weights(self) -> str | None:
@@ -120,7 +127,7 @@ class MonaiNetSegmenter(Segmenter):
         s = self.settings
         optimisation = {k: getattr(s, k) for k in OptimisationSettings.model_fields}
         return TrainConfig(
-            **optimisation, model=self.name, model_kwargs=dict(s.model), epochs=s.epochs(stage),
+            **optimisation, model=self.registered_model(), model_kwargs=dict(s.model), epochs=s.epochs(stage),
             iterations_per_epoch=s.iterations(n_train_images), spacing_mm=(self.resolution_mm,) * 3,
             seed=self.seed, device=self.device, init_from=None if init_from is None else str(init_from),
             encoder_weights=None if init_from is not None else self.encoder_weights(),
@@ -134,10 +141,11 @@ class MonaiNetSegmenter(Segmenter):
         from lesionlib.profile import ProfileError
 
         s = self.settings
-        unknown = sorted(set(s.model) - set(model_parameters(self.name)) | ({"encoder_weights"} & set(s.model)))
+        accepted = model_parameters(self.registered_model())
+        unknown = sorted(set(s.model) - set(accepted) | ({"encoder_weights"} & set(s.model)))
         if unknown:
             raise ProfileError(f"methods.{self.name}.model: unknown model arguments {unknown}; "
-                               f"{self.name} accepts {model_parameters(self.name)} (encoder weights come from 'encoder')")
+                               f"{self.name} accepts {accepted} (encoder weights come from 'encoder')")
         return {
             "epochs": s.epochs(stage), "iterations_per_epoch": s.iterations(n_train_images),
             "epoch_definition": "one pass over the training images" if s.iterations_per_epoch == "pass"
@@ -291,3 +299,26 @@ class ResUNetSegmenter(MonaiNetSegmenter):
         with atomic_path(Path(shared_dir) / "pretraining.yaml") as tmp:
             tmp.write_text(yaml.safe_dump(summary, sort_keys=False))
 
+
+
+class ResUNetScratchSettings(ResUNetSettings):
+    """Settings of the Res-U-Net ablation: the Res-U-Net's, with the encoder from random weights by default."""
+
+    encoder: Literal["medicalnet", "synthetic", "random", "auto"] = "random"
+
+
+@register_segmenter
+class ResUNetScratchSegmenter(ResUNetSegmenter):
+    """The Res-U-Net with its encoder trained from scratch: tests the paper's account of the Res-U-Net's results
+    by its pretraining (an ablation of ``resunet``, run only where a profile lists it; give it the Res-U-Net's
+    settings and ``encoder: random``)."""
+
+    name = "resunet_scratch"
+    label = "Res-U-Net, encoder from scratch"
+    order = 21
+    ablation_of = "resunet"
+    ablation_claim = ("The Res-U-Net's pretrained encoder raises its Dice (the paper's account of its "
+                      "Table 2 result)")
+    model_name = "resunet"
+    Settings: ClassVar[type[ResUNetSettings]] = ResUNetScratchSettings
+    settings: ResUNetScratchSettings
