@@ -32,7 +32,7 @@ from lesionlib import bids
 from lesionlib.data.records import ImageRecord
 from lesionlib.data.validate import require_valid
 from lesionlib.io import load_nifti
-from lesionlib.train import autocast, model_from_checkpoint, resolve_device
+from lesionlib.train import autocast, model_from_checkpoint, on_device, resolve_device
 from lesionlib.transforms import preprocessing
 
 __all__ = ["predict_records", "predict_probability", "postprocess_mask", "prediction_space"]
@@ -133,7 +133,7 @@ def predict_records(model_or_checkpoint: torch.nn.Module | os.PathLike | str, re
     if isinstance(model_or_checkpoint, torch.nn.Module):
         if spacing_mm is None or patch_size is None:
             raise ValueError("predict_records with a model needs spacing_mm and patch_size")
-        model = model_or_checkpoint.to(device_t)
+        model = on_device(model_or_checkpoint, device_t)
         provenance = {"model": type(model).__name__, "checkpoint": None,
                       "encoder_pretrained": bool(getattr(model, "encoder_pretrained", False))}
     else:

@@ -125,6 +125,7 @@ def pretrain_encoder(out_path: Path | str, *, model_kwargs: dict[str, Any], reso
     from tqdm.auto import tqdm
 
     from lesionlib.models import build_model
+    from lesionlib.train import on_device
 
     torch.manual_seed(seed)
     rng = np.random.default_rng([int(seed), 4242])
@@ -132,7 +133,7 @@ def pretrain_encoder(out_path: Path | str, *, model_kwargs: dict[str, Any], reso
     volumes = pretraining_volumes(n_subjects, resolution_mm=resolution_mm, synth_seed=synth_seed, progress=progress)
     synth_s = time.perf_counter() - start
     dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = build_model("resunet", **{**model_kwargs, "out_channels": len(TISSUE_CLASSES)}).to(dev).train()
+    model = on_device(build_model("resunet", **{**model_kwargs, "out_channels": len(TISSUE_CLASSES)}), dev).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (1 - step / max(steps, 1)) ** 0.9)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
@@ -154,7 +155,7 @@ def pretrain_encoder(out_path: Path | str, *, model_kwargs: dict[str, Any], reso
                 dice_rows.append(np.array([
                     float(2 * ((pred == c) & (label == c)).sum() / max(int((pred == c).sum() + (label == c).sum()), 1))
                     for c in range(1, len(TISSUE_CLASSES))]))
-    state = {f"module.{k}": v.detach().cpu().clone() for k, v in model.encoder.state_dict().items()
+    state = {f"module.{k}": v.detach().cpu().contiguous().clone() for k, v in model.encoder.state_dict().items()
              if not k.endswith("num_batches_tracked")}
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -64,6 +64,7 @@ __all__ = [
     "model_from_checkpoint",
     "ras_spacing_mm",
     "resolve_device",
+    "on_device",
     "validate",
 ]
 
@@ -193,6 +194,20 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def on_device(model: torch.nn.Module, device: torch.device | str) -> torch.nn.Module:
+    """``model`` on ``device``; on the CPU with its 3D convolution weights in channels-last layout.
+
+    oneDNN's CPU convolutions are faster in channels-last (NDHWC) layout: a training step of 48^3 patches
+    measured 0.47 -> 0.30 s for the quick Res-U-Net and 0.26 -> 0.22 s for the quick U-Net
+    (``benchmarks/bench_networks.py``). The layout changes how the arithmetic is ordered, not what is computed;
+    checkpoints load either way. CUDA keeps PyTorch's default layout.
+    """
+    device = torch.device(device)
+    if device.type == "cpu":
+        return model.to(device, memory_format=torch.channels_last_3d)
+    return model.to(device)
+
+
 def ras_spacing_mm(path: os.PathLike | str) -> tuple[float, float, float]:
     """Voxel size (mm) along the R, A, S axes of the image once reoriented to RAS (header only)."""
     img = nib.load(str(path))
@@ -270,7 +285,7 @@ def model_from_checkpoint(path: os.PathLike | str, device: str | torch.device = 
     model = build_model(ckpt["model_name"], **ckpt["model_kwargs"])
     model.load_state_dict(ckpt["model_state"])
     model.encoder_pretrained = bool(ckpt.get("encoder_pretrained", False))
-    return model.to(device).eval(), ckpt
+    return on_device(model, device).eval(), ckpt
 
 
 def _set_encoder_trainable(model: torch.nn.Module, trainable: bool) -> None:
@@ -445,7 +460,7 @@ def _train(config: TrainConfig, train_records: list[ImageRecord], val_records: l
     spacing = config.spacing_mm or (tuple(resume_ckpt["spacing_mm"]) if resume_ckpt else _median_spacing(train_records))
     config = config.model_copy(update={"spacing_mm": tuple(spacing)})
     state = _build_model(config, resume_ckpt, out_dir)
-    config, model = state.config, state.model.to(device)
+    config, model = state.config, on_device(state.model, device)
     config, cache = _resolve_cache(config, [*train_records, *val_records])
     if config.freeze_encoder:
         _set_encoder_trainable(model, False)

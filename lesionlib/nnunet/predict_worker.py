@@ -38,6 +38,8 @@ def run(spec: dict) -> None:
     folds = tuple(f if f == "all" else int(f) for f in spec["folds"])
     predictor.initialize_from_trained_model_folder(spec["model_dir"], use_folds=folds,
                                                    checkpoint_name=spec["checkpoint"])
+    if device.type == "cpu":  # channels-last 3D convolutions are faster on the CPU (lesionlib.train.on_device)
+        predictor.network.to(memory_format=torch.channels_last_3d)
     num_processes = int(spec.get("num_processes", 0))
     if num_processes <= 1:
         predictor.predict_from_files_sequential(spec["inputs"], spec["outputs"], save_probabilities=False,

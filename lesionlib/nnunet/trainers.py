@@ -23,7 +23,9 @@ scans the folder, imports the module and asks it for the class with ``hasattr``.
 This was chosen over writing generated Python files into each run: nothing is generated, any
 schedule works, the name is the whole specification, and every run uses the same code.
 Only the schedule (and optionally the final validation) differs from ``nnUNetTrainer``;
-everything else (loss, augmentation, learning-rate policy over ``num_epochs``) is nnU-Net's own.
+everything else (loss, augmentation, learning-rate policy over ``num_epochs``) is nnU-Net's own. On the CPU
+the network's weights are laid out channels-last, as lesionlib's own networks (:func:`lesionlib.train.on_device`):
+oneDNN's 3D convolutions run faster so (a quick-profile nnU-Net step of 48^3 patches 0.55 -> 0.39 s).
 """
 
 from __future__ import annotations
@@ -169,11 +171,17 @@ def make_short_trainer(epochs: int, iterations: int, val_iterations: int | None 
         self.num_iterations_per_epoch = iterations
         self.num_val_iterations_per_epoch = val_iterations
 
+    def initialize(self: Any) -> None:
+        parent.initialize(self)
+        if self.device.type == "cpu":  # oneDNN's 3D convolutions run faster channels-last (lesionlib.train.on_device)
+            self.network.to(memory_format=torch.channels_last_3d)
+
     def perform_actual_validation(self: Any, save_probabilities: bool = False) -> None:
         self.print_to_log_file(f"{name}: final validation skipped (lesionlib _NoFinalVal trainer)")
 
     namespace: dict[str, Any] = {
         "__init__": __init__,
+        "initialize": initialize,
         "__module__": __name__,
         "__qualname__": name,
         "__doc__": (f"{base} with {epochs} epochs of {iterations} training and "
