@@ -2,7 +2,8 @@
 
 Run from the project root::
 
-    ~/.cache/lesionlib/venv/bin/python benchmarks/bench_networks.py [--steps 8] [--rounds 3] [--threads 1]
+    ~/.cache/lesionlib/venv/bin/python benchmarks/bench_networks.py [--steps 8] [--rounds 3] [--threads 1] \
+        [--nnunet-plans results/quick/_shared/nnunet/nnUNet_preprocessed/Dataset501_Adult/nnUNetPlans.json]
 
 One step = forward, Dice + cross-entropy loss, backward, Adam step, on a batch of two random single-channel
 patches, on the CPU with ``--threads`` torch threads. Networks (the reference first):
@@ -13,6 +14,11 @@ patches, on the CPU with ``--threads`` torch threads. Networks (the reference fi
 * ``resunet (paper size)``: MedicalNet's encoder and the paper-size decoder (256..32), 48^3;
 * ``FlexibleUNet resnet10 (replaced)``: the strided Res-U-Net this project used before (MONAI
   ``FlexibleUNet``, output stride 32, decoder 64..8), at the 32^3 patch it was trained with.
+
+Every network runs twice: in PyTorch's default memory layout, and channels-last (``channels-last`` rows), the
+layout lesionlib trains and segments in on the CPU (:func:`lesionlib.train.on_device`, and nnU-Net's network in
+lesionlib's trainers); ``--nnunet-plans`` adds nnU-Net's ``3d_fullres`` network of those plans (deep supervision,
+a plain sum of its outputs as the loss), at the plans' patch size.
 
 Each network runs ``--warmup`` untimed steps, then ``--rounds`` blocks of ``--steps`` timed steps, the
 networks taking turns (so that all see the same background load); the median step time over the rounds is
@@ -53,6 +59,25 @@ def _networks() -> dict[str, tuple[Callable[[], torch.nn.Module], int]]:
     }
 
 
+def _nnunet_network(plans_path: str) -> tuple[Callable[[], torch.nn.Module], int]:
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    with open(plans_path) as fh:
+        config = PlansManager(json.load(fh)).get_configuration("3d_fullres")
+    size = int(config.patch_size[0])
+    return (lambda: get_network_from_plans(config.network_arch_class_name, config.network_arch_init_kwargs,
+                                           config.network_arch_init_kwargs_req_import, 1, 2,
+                                           deep_supervision=True), size)
+
+
+class _SumOfOutputs(torch.nn.Module):
+    """A stand-in loss for a deep-supervision network: the sum of the means of its outputs."""
+
+    def forward(self, outputs: list[torch.Tensor] | torch.Tensor, _target: torch.Tensor) -> torch.Tensor:
+        return sum(o.float().mean() for o in outputs) if isinstance(outputs, (list, tuple)) else outputs.mean()
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8)
@@ -60,22 +85,32 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None, help="write the result here too")
+    parser.add_argument("--nnunet-plans", default=None, help="an nnUNetPlans.json: add nnU-Net's 3d_fullres network")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    networks = _networks()
+    if args.nnunet_plans:
+        networks["nnU-Net 3d_fullres (plans)"] = _nnunet_network(args.nnunet_plans)
     state = {}
-    for name, (factory, size) in _networks().items():
-        model = factory().train()
-        x = torch.randn(2, 1, size, size, size)
-        y = (torch.rand(2, 1, size, size, size) > 0.9).long()
-        with FlopCounterMode(display=False) as counter:
-            model(x)
-        state[name] = {"model": model, "opt": torch.optim.Adam(model.parameters(), 1e-3), "x": x, "y": y,
-                       "size": size, "gflop": counter.get_total_flops() / 1e9, "times": []}
+    for name, (factory, size) in networks.items():
+        for channels_last in (False, True):
+            model = factory().train()
+            x = torch.randn(2, 1, size, size, size)
+            y = (torch.rand(2, 1, size, size, size) > 0.9).long()
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last_3d)
+                x = x.contiguous(memory_format=torch.channels_last_3d)
+            with FlopCounterMode(display=False) as counter:
+                model(x)
+            state[name + (" channels-last" if channels_last else "")] = {
+                "model": model, "opt": torch.optim.Adam(model.parameters(), 1e-3), "x": x, "y": y, "size": size,
+                "gflop": counter.get_total_flops() / 1e9, "times": [],
+                "loss": _SumOfOutputs() if name.startswith("nnU-Net") else loss_fn}
 
     def step(s: dict) -> None:
-        loss = loss_fn(s["model"](s["x"]), s["y"])
+        loss = s["loss"](s["model"](s["x"]), s["y"])
         s["opt"].zero_grad(set_to_none=True)
         loss.backward()
         s["opt"].step()
@@ -92,12 +127,12 @@ def main(argv: list[str] | None = None) -> dict:
             s["times"].append((time.perf_counter() - start) / args.steps)
     reference = statistics.median(next(iter(state.values()))["times"])
     rows = []
-    print(f"{'network':34s} {'patch':>6s} {'fwd GFLOP':>10s} {'step s':>8s} {'x U-Net':>8s}")
+    print(f"{'network':48s} {'patch':>6s} {'fwd GFLOP':>10s} {'step s':>8s} {'x U-Net':>8s}")
     for name, s in state.items():
         median = statistics.median(s["times"])
         rows.append({"network": name, "patch": s["size"], "forward_gflop": round(s["gflop"], 2),
                      "step_s": round(median, 4), "ratio_to_unet": round(median / reference, 2)})
-        print(f"{name:34s} {s['size']:>5d}³ {s['gflop']:10.1f} {median:8.3f} {median / reference:8.2f}")
+        print(f"{name:48s} {s['size']:>5d}³ {s['gflop']:10.1f} {median:8.3f} {median / reference:8.2f}")
     result = {"threads": args.threads, "steps": args.steps, "rounds": args.rounds, "rows": rows}
     if args.json:
         with open(args.json, "w") as fh:

@@ -258,3 +258,25 @@ def test_a_truncated_checkpoint_is_an_error_naming_the_file(tmp_path, cases):
     with pytest.raises(ValueError, match=r"broken\.pt: cannot be read as a checkpoint"):
         load_checkpoint(broken)
     assert load_checkpoint(run.checkpoint_last)["model_name"] == "unet"
+
+
+def test_on_device_lays_cpu_convolutions_out_channels_last_and_computes_the_same(tmp_path):
+    """Channels-last changes the layout, not the function: same outputs, and its state loads anywhere."""
+    from lesionlib.models import build_model
+    from lesionlib.train import on_device
+
+    torch.manual_seed(0)
+    reference = build_model("resunet", encoder_widths=(8, 8, 16, 16, 16), decoder_channels=(8, 8, 8, 4)).eval()
+    fast = build_model("resunet", encoder_widths=(8, 8, 16, 16, 16), decoder_channels=(8, 8, 8, 4))
+    fast.load_state_dict(reference.state_dict())
+    fast = on_device(fast, "cpu").eval()
+    weight = next(m.weight for m in fast.modules() if isinstance(m, torch.nn.Conv3d) and m.in_channels > 1)
+    assert weight.is_contiguous(memory_format=torch.channels_last_3d) and not weight.is_contiguous()
+    x = torch.randn(1, 1, 16, 24, 16)
+    with torch.no_grad():
+        assert torch.allclose(fast(x), reference(x), atol=1e-4)
+    torch.save(fast.state_dict(), tmp_path / "state.pt")
+    plain = build_model("resunet", encoder_widths=(8, 8, 16, 16, 16), decoder_channels=(8, 8, 8, 4)).eval()
+    plain.load_state_dict(torch.load(tmp_path / "state.pt"))
+    with torch.no_grad():
+        assert torch.allclose(plain(x), reference(x), atol=1e-4)
