@@ -30,10 +30,10 @@ def _expected_counts(profile: str) -> dict[str, int]:
     # cells run first, under their own rule name
     prepared = [m for m in prof.method_names if get_segmenter(m).needs_preparation_for(prof.method(m))]
     assert "nnunet" in prepared
-    chained = len(prepared) * sets * 2 * len(prof.seeds)
-    cells = (3 * sets * 2 + 3 + 1) * len(prof.seeds) - chained  # adult sets, fine-tuned, child-only; LesionGnb
     ablations = [m for m in prof.method_names if get_segmenter(m).ablation_of]  # on ATLAS full only
-    cells += len(ablations) * (2 + 1) * len(prof.seeds)
+    # every network's adult cells and their fine-tuning run first (cell_chained); child-only and LesionGnb after
+    chained = (3 * sets * 2 + len(ablations) * 2) * len(prof.seeds)
+    cells = (3 + 1 + len(ablations)) * len(prof.seeds)
     return {"cell": cells, "cell_chained": chained, "prepare": len(prepared), "data": 1, "report": 1, "book": 1}
 
 
@@ -199,9 +199,9 @@ def test_snakemake_dry_run_lists_the_grid(profile, tmp_path):
     assert counts["total"] == sum(expected.values()) + 1  # + rule all
 
 
-def test_the_nnunet_chain_is_prioritised_and_its_leaf_cell_waits(tmp_path):
-    """nnU-Net's adult training and its fine-tuning (the grid's longest chain) run under `cell_chained`
-    (priority above the other cells); its five-child cell, which nothing depends on, under `cell`."""
+def test_adult_chains_are_prioritised_and_leaf_cells_wait(tmp_path):
+    """Every network's adult training and its fine-tuning (the grid's longest jobs) run under `cell_chained`
+    (priority above the other cells); the five-child cells and LesionGnb, which nothing depends on, under `cell`."""
     rule_of = {}
     for rule, block in _dry_run_blocks(["--config", "profile=quick", f"results={tmp_path}"]):
         run = re.search(r"wildcards: run=(\S+)", block)
@@ -210,11 +210,9 @@ def test_the_nnunet_chain_is_prioritised_and_its_leaf_cell_waits(tmp_path):
     assert rule_of["nnunet_adult-full_seed0"] == "cell_chained"
     assert rule_of["nnunet_adult-full_ft-child5_seed0"] == "cell_chained"
     assert rule_of["nnunet_child5_seed0"] == "cell"
-    assert rule_of["resunet_child5_seed0"] == "cell" and rule_of["unet_adult-full_seed0"] == "cell"
-    # the quick Res-U-Net pretrains its encoder in a preparation too: its chain is prioritised as well
+    assert rule_of["resunet_child5_seed0"] == "cell" and rule_of["lesiongnb_adult-full_seed0"] == "cell"
     assert {r for r, rule in rule_of.items() if rule == "cell_chained"} == {
-        "nnunet_adult-full_seed0", "nnunet_adult-full_ft-child5_seed0",
-        "resunet_adult-full_seed0", "resunet_adult-full_ft-child5_seed0"}
+        f"{m}_adult-full{ft}_seed0" for m in NETWORKS for ft in ("", "_ft-child5")}
 
 
 def test_job_timings_reads_snakemake_benchmarks(tmp_path, capsys):
