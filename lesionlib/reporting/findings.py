@@ -250,6 +250,9 @@ def ablation_tests(df: pd.DataFrame) -> list[Finding]:
         finding = Finding(ablation, get_segmenter(ablation).ablation_claim or f"{_label(base)} scores higher than "
                           f"{_label(ablation)}", f"Dice of {_label(base)} − {_label(ablation)}, paired by subject")
         ran = df[df["method"] == ablation]
+        notes = sorted({n for n in df.loc[df["method"] == base, "encoder_note"].fillna("") if n}) \
+            if "encoder_note" in df.columns else []
+        base_text = _label(base) + (f" ({'; '.join(notes)})" if notes else "")
         conditions = ran[["eval_set", "train_set", "fine_tuned"]].drop_duplicates().sort_values(
             ["eval_set", "fine_tuned", "train_set"])
         for eval_set, train_set, fine_tuned in conditions.itertuples(index=False):
@@ -259,10 +262,8 @@ def ablation_tests(df: pd.DataFrame) -> list[Finding]:
             where = "adult validation" if eval_set == "adult_val" else "child test" if eval_set == "child_test" \
                 else "all child images"
             label = f"{where}, {TRAIN_SET_TEXT.get(train_set, train_set)}{', fine-tuned' if fine_tuned else ''}"
-            notes = sorted({n for n in df.loc[df["method"] == base, "encoder_note"].fillna("") if n}) \
-                if "encoder_note" in df.columns else []
-            note = (f"{_label(base)}{' (' + '; '.join(notes) + ')' if notes else ''} {ours[both].mean():.3f}, "
-                    f"{_label(ablation)} {theirs[both].mean():.3f}") if len(both) else ""
+            note = (f"{base_text} {ours[both].mean():.3f}, {_label(ablation)} {theirs[both].mean():.3f}"
+                    if len(both) else "")
             finding.tests.append(_paired_test(label, ours[both] - theirs[both], note=note))
         out.append(finding)
     return out
