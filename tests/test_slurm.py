@@ -233,7 +233,11 @@ def test_the_grid_runs_as_one_slurm_job_per_cell_like_a_local_run(cluster, world
     assert sorted(cells) == sorted(world.cells), jobs  # one job per cell
     assert set(jobs["state"]) == {"COMPLETED"}, jobs
     rules = set(jobs["comment"].str.replace(r"_wildcards_.*", "", regex=True))
-    assert rules == {"rule_data", "rule_cell", "rule_report"}, rules  # the book: a local rule; no prepared method
+    # the book: a local rule; no prepared method. The adult cell and its fine-tuning run as `cell_chained` (the
+    # Snakefile's priority for the chain that bounds the wall time), the child-only cell as `cell`.
+    assert rules == {"rule_data", "rule_cell", "rule_cell_chained", "rule_report"}, rules
+    chained = {_cell_of(c) for c in jobs["comment"] if c.startswith("rule_cell_chained_")}
+    assert chained == {c for c in world.cells if "adult" in c}, jobs
     calls = _sbatch_calls(out)
     assert len(calls) == len(jobs) and all(re.search(f"-p '?{PARTITION}'? ", c) for c in calls), calls
     assert not [c for c in calls if "--gpus" in c or "--gres" in c], "a CPU profile's job asked for a GPU"
@@ -248,7 +252,7 @@ def test_the_grid_runs_as_one_slurm_job_per_cell_like_a_local_run(cluster, world
         assert ours.groupby("eval_set").size().to_dict() == theirs.groupby("eval_set").size().to_dict()
     # the SLURM jobs' own logs, one folder per rule and cell
     assert sorted(p.name for p in (world.root / "work" / "slurm_logs").iterdir()) == [
-        "rule_cell", "rule_data", "rule_report"]
+        "rule_cell", "rule_cell_chained", "rule_data", "rule_report"]
 
 
 def test_a_failed_cell_keeps_its_partial_notebook_and_a_resubmission_reruns_only_it(cluster, world, local_run):
