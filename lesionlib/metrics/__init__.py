@@ -37,7 +37,6 @@ from lesionlib.metrics.overlap import (
     volume_ml,
 )
 from lesionlib.metrics.surface import SurfaceDistances, assd, hausdorff, hausdorff95, mask_edges, surface_distances
-from lesionlib.metrics.surface_torch import distance_transform_edt_torch, surface_distances_torch
 
 __all__ = [
     "METRIC_COLUMNS",
@@ -69,3 +68,12 @@ __all__ = [
     "distance_transform_edt_torch",
     "surface_distances_torch",
 ]
+
+
+def __getattr__(name: str):
+    """The torch path's functions, imported on first use: the metric tables, reports and the book never load torch."""
+    if name in ("distance_transform_edt_torch", "surface_distances_torch"):
+        from lesionlib.metrics import surface_torch
+
+        return getattr(surface_torch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

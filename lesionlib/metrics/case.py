@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
-import torch
 
 from lesionlib.metrics._masks import as_bool_mask, check_pair, check_spacing, union_bbox
 from lesionlib.metrics.lesionwise import LesionCounts, lesion_counts_cropped
 from lesionlib.metrics.overlap import dice_from_counts, precision_from_counts, recall_from_counts
 from lesionlib.metrics.surface import SurfaceDistances, surface_distances_cropped
-from lesionlib.metrics.surface_torch import surface_distances_torch, union_bbox_torch
+
+if TYPE_CHECKING:  # torch is imported where a torch path runs: tables, reports and the book never load it
+    import torch
 
 __all__ = ["METRIC_COLUMNS", "DISTANCE_METRICS", "case_metrics", "metric_device"]
 
@@ -41,7 +44,13 @@ METRIC_COLUMNS: tuple[str, ...] = (
 #: The metrics that are undefined (NaN) when exactly one mask is empty.
 DISTANCE_METRICS: tuple[str, ...] = ("hausdorff_mm", "hausdorff95_mm", "assd_mm")
 
-ArrayLike = np.ndarray | torch.Tensor
+ArrayLike = Union[np.ndarray, "torch.Tensor"]
+
+
+def _is_tensor(x: object) -> bool:
+    """Whether ``x`` is a torch tensor, without importing torch (no tensor exists before torch is imported)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 def metric_device(pred: ArrayLike, gt: ArrayLike, device: str | torch.device | None) -> torch.device | None:
@@ -56,9 +65,11 @@ def metric_device(pred: ArrayLike, gt: ArrayLike, device: str | torch.device | N
     """
     if device is None:
         for x in (pred, gt):
-            if isinstance(x, torch.Tensor) and x.device.type != "cpu":
+            if _is_tensor(x) and x.device.type != "cpu":
                 return x.device
         return None
+    import torch
+
     if device == "auto":
         return torch.device("cuda") if torch.cuda.is_available() else None
     return torch.device(device)
@@ -161,10 +172,12 @@ def _case_metrics_numpy(pred: ArrayLike, gt: ArrayLike, spacing_mm: Sequence[flo
 
 
 def _to_numpy(x: ArrayLike) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    return x.detach().cpu().numpy() if _is_tensor(x) else np.asarray(x)
 
 
 def _as_bool_tensor(x: ArrayLike, device: torch.device, name: str) -> torch.Tensor:
+    import torch
+
     if isinstance(x, torch.Tensor):
         t = x.to(device)
     else:
@@ -179,6 +192,10 @@ def _as_bool_tensor(x: ArrayLike, device: torch.device, name: str) -> torch.Tens
 def _case_metrics_torch(
     pred: ArrayLike, gt: ArrayLike, spacing_mm: Sequence[float] | float, device: torch.device
 ) -> dict[str, float]:
+    import torch
+
+    from lesionlib.metrics.surface_torch import surface_distances_torch, union_bbox_torch
+
     p, g = _as_bool_tensor(pred, device, "pred"), _as_bool_tensor(gt, device, "gt")
     check_pair(p, g)
     spacing = check_spacing(spacing_mm, p.ndim)

@@ -5,18 +5,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
 from lesionlib.io import DataValidationError, atomic_path, load_nifti, spacing_mm
 from lesionlib.metrics.case import DISTANCE_METRICS, METRIC_COLUMNS, case_metrics
 from lesionlib.metrics.overlap import block_majority_dice, block_voxels_for, volume_ml
 from lesionlib.space import grid_mismatch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["evaluate_files", "evaluate_records", "load_mask_pair", "resolution_ceiling", "summarise_table"]
 

@@ -20,7 +20,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import nbformat
 import pandas as pd
 
 from lesionlib import config
@@ -84,6 +83,8 @@ def _stage_of(path: Path) -> str:
 
 def _titled_copy(src: Path, dst: Path, title: str, note: str, extra: str | None = None) -> None:
     """``src`` as a book page: a title cell (``note`` below it), then ``extra`` (Markdown) if any, then the notebook."""
+    import nbformat  # here: the book's pages import this module, and nbformat's schema checks take 1.4 s to load
+
     nb = nbformat.read(str(src), as_version=4)
     nb.cells.insert(0, nbformat.v4.new_markdown_cell(f"# {title}\n\n{note}"))
     if extra:
