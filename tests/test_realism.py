@@ -78,6 +78,14 @@ def test_lesion_shape_counts_26_connected_components_and_places_the_centroid():
     assert realism.lesion_shape(mask, affine, mni_space=False).posterior_fossa is None
     empty = realism.lesion_shape(np.zeros((4, 4, 4)), np.eye(4), mni_space=True)
     assert empty.n_components == 0 and empty.volume_ml == 0 and empty.posterior_fossa is None
+    # measured on the mask's bounding box: the same sphericity as on the whole grid, at the grid's edge too
+    assert shape.sphericity == pytest.approx(realism.sphericity(mask))
+    edge = np.zeros((20, 20, 20), bool)
+    edge[0:4, 16:20, 5:9] = True
+    assert realism.lesion_shape(edge, np.eye(4), mni_space=False).sphericity == pytest.approx(realism.sphericity(edge))
+    aniso = np.diag([1.0, 1.0, 2.0, 1.0])  # resampled to isotropic voxels on the whole grid
+    assert realism.lesion_shape(mask, aniso, mni_space=False).sphericity == pytest.approx(
+        realism.sphericity(mask, (1.0, 1.0, 2.0)))
 
 
 def test_tissue_class_means_recover_a_three_class_mixture():

@@ -122,11 +122,17 @@ def lesion_shape(mask: np.ndarray, affine: np.ndarray, *, mni_space: bool) -> Le
     if n == 0:
         nan = float("nan")
         return LesionShape(0.0, 0, nan, nan, nan, nan, None)
-    centroid = affine[:3, :3] @ np.argwhere(m).mean(axis=0) + affine[:3, 3]
+    # every measure on the mask's bounding box (a 1 mm MNI grid has 8.7 M voxels, a lesion a few thousand);
+    # resampling an anisotropic mask to isotropic voxels keeps the whole grid (its blocks start at the grid's edge)
+    box = ndimage.find_objects(m.view(np.uint8))[0]
+    corner = np.array([b.start for b in box], dtype=float)
+    cropped = m[box]
+    isotropic = np.allclose(spacing, spacing.min(), rtol=0.01)
+    centroid = affine[:3, :3] @ (np.argwhere(cropped).mean(axis=0) + corner) + affine[:3, 3]
     return LesionShape(
         volume_ml=n * voxel_ml,
-        n_components=int(ndimage.label(m, structure=_CUBE)[1]),
-        sphericity=sphericity(m, spacing),
+        n_components=int(ndimage.label(cropped, structure=_CUBE)[1]),
+        sphericity=sphericity(cropped, None) if isotropic else sphericity(m, spacing),
         centroid_x_mm=float(centroid[0]), centroid_y_mm=float(centroid[1]), centroid_z_mm=float(centroid[2]),
         posterior_fossa=bool(centroid[2] < POSTERIOR_FOSSA_Z_MM) if mni_space else None,
     )
