@@ -179,19 +179,18 @@ def test_register_rigid_recovers_known_motion(template_3mm):
 
 @pytest.mark.parametrize("seed", [0, 7])
 def test_registration_is_reproducible_for_a_seed(template_3mm, seed):
-    """Same images, same seed -> the same transform (ITK would seed 0 from the wall clock).
-
-    Multithreaded metric sums leave differences of up to ~1e-5 (seen under load); random
-    sampling changes the parameters by ~1e-2.
-    """
+    """Same images, same seed -> the same transform to the last bit (ITK would seed 0 from the wall clock, and
+    its multithreaded metric sums, in the order the threads finish, left differences of ~1e-5 here and up to 0.08
+    over a full registration: the default is one thread); another seed samples other voxels."""
     truth = rigid_ras([4.0, -3.0, 2.0], [3.0, -5.0, 2.0])
     shape, affine = template_3mm.shape, template_3mm.affine
     moving = nib.Nifti1Image(warp(template_3mm.get_fdata(), affine, np.linalg.inv(truth), shape, affine)
                              .astype(np.float32), affine)
     settings = RegistrationSettings(seed=seed, iterations=20)
     params = [register_affine(template_3mm, moving, settings=settings).GetParameters() for _ in range(3)]
-    np.testing.assert_allclose(params[1], params[0], rtol=0, atol=1e-4)
-    np.testing.assert_allclose(params[2], params[0], rtol=0, atol=1e-4)
+    assert params[1] == params[0] and params[2] == params[0]
+    other = register_affine(template_3mm, moving, settings=RegistrationSettings(seed=seed + 1, iterations=20))
+    assert other.GetParameters() != params[0]
 
 
 def test_register_affine_recovers_scaling_across_grids(template_3mm):
