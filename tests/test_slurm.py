@@ -130,6 +130,18 @@ def sacct(since: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["job", "name", "state", "exit", "comment"])
 
 
+def sacct_settled(since: str, timeout_s: float = 60) -> pd.DataFrame:
+    """:func:`sacct` once every job listed has ended: slurmdbd records starts and ends some seconds after the
+    controller (Snakemake, which asks squeue, can be done before sacct shows its last job as ended)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        jobs = sacct(since)
+        ended = len(jobs) and not jobs["state"].isin(["PENDING", "RUNNING", "COMPLETING", "REQUEUED"]).any()
+        if ended or time.monotonic() > deadline:
+            return jobs
+        time.sleep(1)
+
+
 def _now() -> str:
     time.sleep(1.1)  # sacct's -S has one-second resolution: a job of the step before is not counted
     return time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -227,7 +239,7 @@ def test_the_grid_runs_as_one_slurm_job_per_cell_like_a_local_run(cluster, world
     rc, out, seconds = world.snakemake(results)
     TIMINGS["SLURM grid + book"] = seconds
     assert rc == 0, out[-5000:]
-    jobs = sacct(since)
+    jobs = sacct_settled(since)
     _log(f"sacct after the SLURM run:\n{jobs.to_string()}")
     cells = jobs["comment"].map(_cell_of).dropna()
     assert sorted(cells) == sorted(world.cells), jobs  # one job per cell
@@ -284,7 +296,7 @@ def test_a_failed_cell_keeps_its_partial_notebook_and_a_resubmission_reruns_only
     assert "load_checkpoint" in (failed[-1].parent / "error.txt").read_text()  # the partial notebook says why
     assert not (finetuned / "metrics.csv").exists() and not (finetuned / "cell.ipynb").exists()
     assert (child / "metrics.csv").is_file() and (child / "cell.ipynb").is_file()  # the other cell finished
-    first = sacct(since)
+    first = sacct_settled(since)
     _log(f"sacct, first submission:\n{first.to_string()}")
     states = first.assign(cell=first["comment"].map(_cell_of)).groupby("cell")["state"].apply(list).to_dict()
     assert states == {finetuned.name: ["FAILED", "FAILED"], child.name: ["COMPLETED"]}, first
@@ -293,7 +305,7 @@ def test_a_failed_cell_keeps_its_partial_notebook_and_a_resubmission_reruns_only
     rc, out, seconds = world.snakemake(results, "runs", log_name="failure-2")
     TIMINGS["SLURM resubmission"] = seconds
     assert rc == 0, out[-5000:]
-    second = sacct(since)
+    second = sacct_settled(since)
     _log(f"sacct, second submission:\n{second.to_string()}")
     assert second["comment"].map(_cell_of).tolist() == [finetuned.name], second  # only what failed
     assert set(second["state"]) == {"COMPLETED"}, second
@@ -334,7 +346,10 @@ def test_scancel_leaves_no_process_behind(cluster, tmp_path):
             time.sleep(0.5)
         stage_pid, worker_pid = map(int, pids.read_text().split())
         assert {stage_pid, worker_pid} <= set(marked_processes(tag))
-        [job] = sacct(since)["job"].tolist()
+        # the controller's queue, not sacct: slurmdbd records a job start some seconds late (sacct once listed
+        # nothing here while the job's processes ran)
+        [job] = subprocess.run(["squeue", "-h", "-o", "%A"], capture_output=True, text=True, timeout=30,
+                               check=True).stdout.split()
         subprocess.run(["scancel", job], check=True, timeout=30)
         snakemake.wait(timeout=180)
     finally:
@@ -347,7 +362,7 @@ def test_scancel_leaves_no_process_behind(cluster, tmp_path):
                 snakemake.wait()
     assert snakemake.returncode != 0
     assert wait_until_none_left(tag, timeout_s=30) == [], "processes of the cancelled job are left"
-    states = sacct(since)["state"].tolist()
+    states = sacct_settled(since)["state"].tolist()
     assert len(states) == 1 and states[0].startswith("CANCELLED"), states
     assert not (tmp_path / "done").exists()
 
