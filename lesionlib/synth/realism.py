@@ -73,9 +73,14 @@ def surface_voxel_count(mask: np.ndarray) -> int:
     return int((padded & ~ndimage.binary_erosion(padded, structure=_FACES)).sum())
 
 
+def _is_isotropic(spacing_mm: Sequence[float]) -> bool:
+    spacing = np.asarray(spacing_mm, dtype=float)
+    return bool(np.allclose(spacing, spacing.min(), rtol=0.01))
+
+
 def _isotropic(mask: np.ndarray, spacing_mm: Sequence[float]) -> np.ndarray:
     spacing = np.asarray(spacing_mm, dtype=float)
-    if np.allclose(spacing, spacing.min(), rtol=0.01):
+    if _is_isotropic(spacing):
         return np.asarray(mask, dtype=bool)
     zoom = spacing / spacing.min()
     return ndimage.zoom(np.asarray(mask, dtype=np.uint8), zoom, order=0, grid_mode=True, mode="grid-constant") > 0
@@ -127,12 +132,11 @@ def lesion_shape(mask: np.ndarray, affine: np.ndarray, *, mni_space: bool) -> Le
     box = ndimage.find_objects(m.view(np.uint8))[0]
     corner = np.array([b.start for b in box], dtype=float)
     cropped = m[box]
-    isotropic = np.allclose(spacing, spacing.min(), rtol=0.01)
     centroid = affine[:3, :3] @ (np.argwhere(cropped).mean(axis=0) + corner) + affine[:3, 3]
     return LesionShape(
         volume_ml=n * voxel_ml,
         n_components=int(ndimage.label(cropped, structure=_CUBE)[1]),
-        sphericity=sphericity(cropped, None) if isotropic else sphericity(m, spacing),
+        sphericity=sphericity(cropped if _is_isotropic(spacing) else m, spacing),
         centroid_x_mm=float(centroid[0]), centroid_y_mm=float(centroid[1]), centroid_z_mm=float(centroid[2]),
         posterior_fossa=bool(centroid[2] < POSTERIOR_FOSSA_Z_MM) if mni_space else None,
     )
